@@ -1,0 +1,193 @@
+//! The default executor: a pool of threads for blocking work (`to_thread`, `run_in_executor`),
+//! owned by one loop so that closing the loop can join it with a timeout.
+//!
+//! ```
+//! runner_core::run(async {
+//!     let sum = runner_core::to_thread(|| (1..=10).sum::<u32>()).await.unwrap();
+//!     assert_eq!(sum, 55);
+//! })
+//! .unwrap();
+//! ```
+//!
+//! A job is an async-task `Runnable` whose future runs the closure in one poll, so the pool only
+//! moves runnables to threads. Threads start on demand up to the limit and live until shutdown;
+//! they are never joined by a destructor, so threads still busy after the timeout cannot keep the
+//! process alive once `main` returns.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use async_task::Runnable;
+use event_listener::Event;
+use futures_lite::FutureExt;
+
+/// The loop's side: the pool, created on first use.
+pub(crate) struct DefaultExecutor {
+    max_threads: usize,
+    pool: RefCell<Option<Arc<Pool>>>,
+    shutdown_called: Cell<bool>,
+}
+
+impl DefaultExecutor {
+    pub(crate) fn new(max_threads: Option<usize>) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        DefaultExecutor {
+            max_threads: max_threads.unwrap_or_else(|| (cores + 4).min(32)),
+            pool: RefCell::new(None),
+            shutdown_called: Cell::new(false),
+        }
+    }
+
+    /// Queue `job` on the pool; its task handle.
+    pub(crate) fn spawn<F>(&self, job: F) -> async_task::Task<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        if self.shutdown_called.get() {
+            panic!(
+                "executor shutdown has been called: to_thread/run_in_executor cannot be used \
+                 once the loop's default executor is shut down (the runner is closing)"
+            );
+        }
+        let pool = self
+            .pool
+            .borrow_mut()
+            .get_or_insert_with(|| Arc::new(Pool::new(self.max_threads)))
+            .clone();
+        let (runnable, task) = async_task::spawn(job, move |r| pool.submit(r));
+        runnable.schedule();
+        task
+    }
+
+    /// Stop taking jobs and wait until every thread has exited; false if `timeout` ran out.
+    pub(crate) async fn shutdown(&self, timeout: Option<Duration>) -> bool {
+        self.shutdown_called.set(true);
+        let Some(pool) = self.pool.borrow_mut().take() else {
+            return true;
+        };
+        pool.shutdown();
+        let joined = async {
+            pool.all_exited().await;
+            true
+        };
+        match timeout {
+            None => joined.await,
+            Some(t) => {
+                joined
+                    .or(async {
+                        async_io::Timer::after(t).await;
+                        false
+                    })
+                    .await
+            }
+        }
+    }
+
+    pub(crate) fn shutdown_nowait(&self) {
+        self.shutdown_called.set(true);
+        if let Some(pool) = self.pool.borrow_mut().take() {
+            pool.shutdown();
+        }
+    }
+}
+
+struct Pool {
+    state: Mutex<PoolState>,
+    work: Condvar,
+    exited: Event,
+    max_threads: usize,
+}
+
+#[derive(Default)]
+struct PoolState {
+    queue: VecDeque<Runnable>,
+    threads: usize,
+    idle: usize,
+    shutdown: bool,
+}
+
+impl Pool {
+    fn new(max_threads: usize) -> Self {
+        Pool {
+            state: Mutex::default(),
+            work: Condvar::new(),
+            exited: Event::new(),
+            max_threads,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn submit(self: &Arc<Self>, job: Runnable) {
+        let mut state = self.lock();
+        if state.shutdown {
+            // Dropping the runnable cancels its task: the awaiter sees `Cancelled`.
+            return;
+        }
+        state.queue.push_back(job);
+        if state.idle > 0 {
+            self.work.notify_one();
+        } else if state.threads < self.max_threads {
+            state.threads += 1;
+            let pool = self.clone();
+            let spawned = std::thread::Builder::new()
+                .name("runner-blocking".into())
+                .spawn(move || pool.work_loop());
+            if let Err(err) = spawned {
+                state.threads -= 1;
+                if state.threads == 0 {
+                    drop(state);
+                    panic!("runner could not start a thread for blocking work: {err}");
+                }
+            }
+        }
+    }
+
+    fn work_loop(&self) {
+        let mut state = self.lock();
+        loop {
+            if let Some(job) = state.queue.pop_front() {
+                drop(state);
+                job.run();
+                state = self.lock();
+            } else if state.shutdown {
+                state.threads -= 1;
+                drop(state);
+                self.exited.notify(usize::MAX);
+                return;
+            } else {
+                state.idle += 1;
+                state = self
+                    .work
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
+                state.idle -= 1;
+            }
+        }
+    }
+
+    /// Let the threads finish the queue, then exit.
+    fn shutdown(&self) {
+        self.lock().shutdown = true;
+        self.work.notify_all();
+    }
+
+    async fn all_exited(&self) {
+        loop {
+            if self.lock().threads == 0 {
+                return;
+            }
+            let listener = self.exited.listen();
+            if self.lock().threads == 0 {
+                return;
+            }
+            listener.await;
+        }
+    }
+}

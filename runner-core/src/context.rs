@@ -1,0 +1,348 @@
+//! Context variables (Python's `contextvars`): values that follow the logical flow of a program
+//! into the tasks it spawns, the callbacks it schedules and the threads it hands work to.
+//!
+//! Every task has its own [`Context`]. A spawned task starts with a copy of its spawner's context,
+//! so what it sets is invisible to its spawner and its siblings. Sync code outside any task uses
+//! a per-thread context.
+//!
+//! ```
+//! use runner_core::ContextVar;
+//!
+//! static REQUEST_ID: ContextVar<u64> = ContextVar::new("request_id");
+//!
+//! runner_core::run(async {
+//!     REQUEST_ID.set(7);
+//!     let child = runner_core::spawn(async {
+//!         let seen = REQUEST_ID.get();  // inherited from the spawner
+//!         REQUEST_ID.set(8);            // changes only the child's copy
+//!         seen
+//!     });
+//!     assert_eq!(child.await.unwrap(), Some(7));
+//!     assert_eq!(REQUEST_ID.get(), Some(7));
+//! })
+//! .unwrap();
+//! ```
+//!
+//! A context is a copy-on-write vector behind an `Arc`: copying it (for every spawned task) is
+//! one reference-count increment whatever the number of variables, and a lookup scans a few
+//! entries, which beats hashing for the handful of variables a program sets.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::fmt;
+use std::marker::PhantomData;
+use std::mem;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::error::ContextError;
+
+type Value = Arc<dyn Any + Send + Sync>;
+
+thread_local! {
+    /// The context of whatever runs on this thread now: a task's while it is polled,
+    /// else the thread's own.
+    static CURRENT: RefCell<Context> = const { RefCell::new(Context::new()) };
+}
+
+/// Identities for variables and contexts; 0 means "not assigned yet".
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A context variable: a key whose value depends on the [`Context`] it is read in.
+///
+/// `ContextVar::new` is `const`, so variables are usually `static`:
+///
+/// ```
+/// use runner_core::ContextVar;
+/// static USER: ContextVar<String> = ContextVar::with_default("user", || "anonymous".into());
+/// assert_eq!(USER.get().as_deref(), Some("anonymous"));
+/// let token = USER.set("ada".into());
+/// assert_eq!(USER.get().as_deref(), Some("ada"));
+/// USER.reset(token).unwrap();
+/// assert_eq!(USER.get().as_deref(), Some("anonymous"));
+/// ```
+pub struct ContextVar<T: Send + Sync + 'static> {
+    name: &'static str,
+    default: Option<fn() -> T>,
+    /// Assigned on first use: a `const fn` cannot take a number from a counter, and the
+    /// variable's address is no identity because a non-static variable can move.
+    id: AtomicU64,
+    _value: PhantomData<fn() -> T>,
+}
+
+impl<T: Send + Sync + 'static> ContextVar<T> {
+    /// A variable without a default: `get` gives `None` until it is set.
+    pub const fn new(name: &'static str) -> Self {
+        ContextVar {
+            name,
+            default: None,
+            id: AtomicU64::new(0),
+            _value: PhantomData,
+        }
+    }
+
+    /// A variable whose value is `default()` in contexts where it was never set.
+    pub const fn with_default(name: &'static str, default: fn() -> T) -> Self {
+        ContextVar {
+            name,
+            default: Some(default),
+            id: AtomicU64::new(0),
+            _value: PhantomData,
+        }
+    }
+
+    /// The name given at creation.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn id(&self) -> u64 {
+        let id = self.id.load(Ordering::Acquire);
+        if id != 0 {
+            return id;
+        }
+        match self
+            .id
+            .compare_exchange(0, next_id(), Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => self.id.load(Ordering::Acquire),
+            Err(existing) => existing,
+        }
+    }
+
+    /// The value in the current context, else the default, else `None`.
+    pub fn get(&self) -> Option<T>
+    where
+        T: Clone,
+    {
+        let id = self.id();
+        let found = CURRENT.with(|c| {
+            c.borrow()
+                .lookup(id)
+                .and_then(|v| v.downcast_ref::<T>().cloned())
+        });
+        found.or_else(|| self.default.map(|make| make()))
+    }
+
+    /// Call `f` with a reference to the current value (or the default), for types that are not
+    /// `Clone`. `f` may itself read and set context variables.
+    ///
+    /// ```
+    /// use runner_core::ContextVar;
+    /// struct Conn { host: String }            // not Clone
+    /// static CONN: ContextVar<Conn> = ContextVar::new("conn");
+    /// CONN.set(Conn { host: "db1".into() });
+    /// assert_eq!(CONN.with(|c| c.map(|c| c.host.len())), Some(3));
+    /// ```
+    pub fn with<R>(&self, f: impl FnOnce(Option<&T>) -> R) -> R {
+        let id = self.id();
+        // Take a reference-counted handle out so no borrow of the context is held while `f` runs.
+        let value = CURRENT.with(|c| c.borrow().lookup(id).cloned());
+        match value.as_deref().and_then(|v| v.downcast_ref::<T>()) {
+            Some(v) => f(Some(v)),
+            None => match self.default {
+                Some(make) => f(Some(&make())),
+                None => f(None),
+            },
+        }
+    }
+
+    /// Set the value in the current context; the token lets [`reset`](Self::reset) undo it.
+    pub fn set(&self, value: T) -> Token<T> {
+        let var = self.id();
+        CURRENT.with(|c| {
+            let mut ctx = c.borrow_mut();
+            let old = ctx.insert(var, Arc::new(value));
+            Token {
+                var,
+                context: ctx.identity(),
+                old,
+                _value: PhantomData,
+            }
+        })
+    }
+
+    /// Restore the value from before the `set` that gave `token`.
+    ///
+    /// Fails with [`ContextError`] if the token belongs to another variable or was made in
+    /// another context (a copy counts as another context).
+    pub fn reset(&self, token: Token<T>) -> Result<(), ContextError> {
+        if token.var != self.id() {
+            return Err(ContextError);
+        }
+        CURRENT.with(|c| {
+            let mut ctx = c.borrow_mut();
+            if ctx.id != token.context {
+                return Err(ContextError);
+            }
+            match token.old {
+                Some(old) => {
+                    ctx.insert(token.var, old);
+                }
+                None => ctx.remove(token.var),
+            }
+            Ok(())
+        })
+    }
+}
+
+impl<T: Send + Sync + 'static> fmt::Debug for ContextVar<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ContextVar")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`ContextVar::set`] returns: the way back to the previous value.
+pub struct Token<T> {
+    var: u64,
+    context: u64,
+    old: Option<Value>,
+    _value: PhantomData<fn() -> T>,
+}
+
+impl<T> fmt::Debug for Token<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Token")
+            .field("had_value", &self.old.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A set of variable values. `clone()` is an independent copy in O(1).
+///
+/// ```
+/// use runner_core::{Context, ContextVar};
+/// static LEVEL: ContextVar<u8> = ContextVar::new("level");
+///
+/// let mut ctx = Context::new();
+/// ctx.run(|| LEVEL.set(3));                // the change stays in `ctx`
+/// assert_eq!(ctx.get(&LEVEL), Some(3));
+/// assert_eq!(LEVEL.get(), None);           // the thread's own context is untouched
+/// ```
+pub struct Context {
+    vars: Option<Arc<Vec<(u64, Value)>>>,
+    /// Identity for tokens; assigned when a token is first made here, fresh for every copy.
+    id: u64,
+}
+
+impl Context {
+    /// An empty context.
+    pub const fn new() -> Context {
+        Context { vars: None, id: 0 }
+    }
+
+    /// A copy of the current context: the running task's, else the thread's.
+    pub fn current() -> Context {
+        CURRENT.with(|c| c.borrow().clone())
+    }
+
+    /// Run `f` with `self` as the current context; what `f` sets stays in `self`. The previous
+    /// context is restored afterwards, even if `f` panics.
+    pub fn run<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        let _entered = self.enter();
+        f()
+    }
+
+    /// Make `self` current until the guard drops (then swap it back, holding its changes).
+    pub(crate) fn enter(&mut self) -> Entered<'_> {
+        CURRENT.with(|c| mem::swap(&mut *c.borrow_mut(), self));
+        Entered { ctx: self }
+    }
+
+    /// The value of `var` in this context (not its default).
+    pub fn get<T: Clone + Send + Sync + 'static>(&self, var: &ContextVar<T>) -> Option<T> {
+        self.lookup(var.id())
+            .and_then(|v| v.downcast_ref::<T>().cloned())
+    }
+
+    /// True if `var` was set in this context.
+    pub fn contains<T: Send + Sync + 'static>(&self, var: &ContextVar<T>) -> bool {
+        self.lookup(var.id()).is_some()
+    }
+
+    /// The number of variables set in this context.
+    pub fn len(&self) -> usize {
+        self.vars.as_ref().map_or(0, |v| v.len())
+    }
+
+    /// True if no variable is set in this context.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lookup(&self, var: u64) -> Option<&Value> {
+        self.vars
+            .as_ref()?
+            .iter()
+            .find(|(id, _)| *id == var)
+            .map(|(_, v)| v)
+    }
+
+    fn identity(&mut self) -> u64 {
+        if self.id == 0 {
+            self.id = next_id();
+        }
+        self.id
+    }
+
+    /// Set `var`, returning its previous value. Copies the entries only if they are shared.
+    fn insert(&mut self, var: u64, value: Value) -> Option<Value> {
+        let vars = Arc::make_mut(self.vars.get_or_insert_with(Default::default));
+        match vars.iter_mut().find(|(id, _)| *id == var) {
+            Some((_, slot)) => Some(mem::replace(slot, value)),
+            None => {
+                vars.push((var, value));
+                None
+            }
+        }
+    }
+
+    fn remove(&mut self, var: u64) {
+        if let Some(vars) = self.vars.as_mut() {
+            Arc::make_mut(vars).retain(|(id, _)| *id != var);
+        }
+    }
+}
+
+impl Clone for Context {
+    fn clone(&self) -> Self {
+        Context {
+            vars: self.vars.clone(),
+            id: 0,
+        }
+    }
+}
+
+impl Default for Context {
+    fn default() -> Self {
+        Context::new()
+    }
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context").field("len", &self.len()).finish()
+    }
+}
+
+/// A copy of the current context (Python's `contextvars.copy_context()`).
+pub fn copy_context() -> Context {
+    Context::current()
+}
+
+/// Keeps a context current; swaps it back (with its changes) when dropped.
+pub(crate) struct Entered<'a> {
+    ctx: &'a mut Context,
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        CURRENT.with(|c| mem::swap(&mut *c.borrow_mut(), self.ctx));
+    }
+}

@@ -1,0 +1,135 @@
+//! The errors a run, a task, a timeout or a context variable can end with.
+//!
+//! ```
+//! let runner = runner_core::Runner::new();
+//! runner.close();
+//! let err = runner.run(async { 1 }).unwrap_err();
+//! assert_eq!(err, runner_core::RunError::Closed);
+//! assert!(err.to_string().contains("Runner is closed"));
+//! ```
+
+use std::any::Any;
+use std::fmt;
+
+/// Why [`Runner::run`](crate::Runner::run) or [`run`](crate::run) returned no value.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunError {
+    /// Ctrl-C (SIGINT) ended the run: Python's `KeyboardInterrupt`.
+    Interrupted,
+    /// The main task was cancelled by code, not (only) by Ctrl-C.
+    Cancelled,
+    /// `run` was called while an event loop is running on this thread.
+    NestedRun,
+    /// The runner (or its loop) was closed.
+    Closed,
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RunError::Interrupted => "the run was interrupted by Ctrl-C (SIGINT)",
+            RunError::Cancelled => "the main task was cancelled",
+            RunError::NestedRun => {
+                "run() cannot be called from a running event loop; \
+                 inside async code `.await` the future or `runner::spawn` it instead"
+            }
+            RunError::Closed => "Runner is closed; build a new Runner to run more work",
+        })
+    }
+}
+
+impl std::error::Error for RunError {}
+
+/// Why awaiting a [`Task`](crate::Task) gave no value.
+pub enum TaskError {
+    /// The task was cancelled before it finished.
+    Cancelled,
+    /// The task panicked; this is the panic's payload.
+    Panicked(Box<dyn Any + Send>),
+}
+
+impl TaskError {
+    /// True if the task was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, TaskError::Cancelled)
+    }
+
+    /// True if the task panicked.
+    pub fn is_panic(&self) -> bool {
+        matches!(self, TaskError::Panicked(_))
+    }
+
+    /// The panic payload, to re-raise it with [`std::panic::resume_unwind`].
+    ///
+    /// # Panics
+    /// If the task was cancelled rather than panicked.
+    pub fn into_panic(self) -> Box<dyn Any + Send> {
+        match self {
+            TaskError::Panicked(payload) => payload,
+            TaskError::Cancelled => panic!("TaskError::into_panic called on a cancelled task"),
+        }
+    }
+}
+
+impl fmt::Debug for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TaskError::Cancelled => f.write_str("Cancelled"),
+            TaskError::Panicked(p) => f
+                .debug_tuple("Panicked")
+                .field(&panic_message(&**p))
+                .finish(),
+        }
+    }
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TaskError::Cancelled => f.write_str("task was cancelled"),
+            TaskError::Panicked(p) => write!(f, "task panicked: {}", panic_message(&**p)),
+        }
+    }
+}
+
+impl std::error::Error for TaskError {}
+
+/// [`timeout`](crate::timeout) ran out before the future finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Elapsed;
+
+impl fmt::Display for Elapsed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("deadline has elapsed")
+    }
+}
+
+impl std::error::Error for Elapsed {}
+
+/// A [`Token`](crate::Token) was given to [`ContextVar::reset`](crate::ContextVar::reset)
+/// of another variable, or in another context than the one it was made in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContextError;
+
+impl fmt::Display for ContextError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "the token was created by another context variable or in another context; \
+             reset a variable in the same context that set it",
+        )
+    }
+}
+
+impl std::error::Error for ContextError {}
+
+/// The text of a panic payload: the `&str` or `String` given to `panic!`.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "Box<dyn Any> (a panic payload that is not a string)"
+    }
+}

@@ -1,0 +1,568 @@
+//! Tasks: futures spawned on an event loop, with cancellation at scheduling points, panics caught
+//! per task, and the spawner's context copied in.
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! runner_core::run(async {
+//!     let slow = runner_core::spawn(runner_core::sleep(Duration::from_secs(60)));
+//!     let quick = runner_core::spawn(async { 6 * 7 });
+//!     assert_eq!(quick.await.unwrap(), 42);
+//!     slow.cancel();
+//!     assert!(slow.await.unwrap_err().is_cancelled());
+//! })
+//! .unwrap();
+//! ```
+//!
+//! Every task runs inside one [`TaskFuture`]. Before each poll it checks the cancel flag: a
+//! cancelled future is dropped there, between polls, never in the middle of one. Around each poll
+//! it makes the task's context and identity current, catches a panic, and (only in debug mode)
+//! times the poll.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::fmt;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe, Location};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::task::{Context as Cx, Poll, Waker};
+use std::time::Instant;
+
+use event_listener::Event;
+use pin_project_lite::pin_project;
+
+use crate::context::Context;
+use crate::error::{panic_message, TaskError};
+use crate::event_loop::{self, Shared};
+use crate::exception::ExceptionContext;
+
+const CANCEL_REQUESTED: u8 = 1;
+const FINISHED: u8 = 2;
+const PANICKED: u8 = 4;
+const DETACHED: u8 = 8;
+
+static NEXT_TASK_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// The task being polled on this thread.
+    static CURRENT_TASK: RefCell<Option<TaskRef>> = const { RefCell::new(None) };
+}
+
+/// What a task's handles and its future share.
+pub(crate) struct Header {
+    id: u64,
+    name: Option<Arc<str>>,
+    spawned_at: Option<&'static Location<'static>>,
+    state: AtomicU8,
+    /// The waker of the task itself, kept from its first poll so that `cancel()` can schedule it
+    /// from anywhere. async-task polls a task with the same waker every time.
+    waker: OnceLock<Waker>,
+    /// A panic waiting to be retrieved by whoever awaits the task.
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
+    finished: Event,
+    /// Where reports go when they are made off the loop thread.
+    owner: Option<Arc<Shared>>,
+}
+
+impl Header {
+    pub(crate) fn new(
+        name: Option<&str>,
+        spawned_at: &'static Location<'static>,
+        owner: Option<Arc<Shared>>,
+    ) -> Arc<Header> {
+        Arc::new(Header {
+            id: NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed),
+            name: name.map(Arc::from),
+            spawned_at: Some(spawned_at),
+            state: AtomicU8::new(0),
+            waker: OnceLock::new(),
+            panic: Mutex::new(None),
+            finished: Event::new(),
+            owner,
+        })
+    }
+
+    fn has(&self, flag: u8) -> bool {
+        self.state.load(Ordering::Acquire) & flag != 0
+    }
+
+    fn info(&self) -> TaskInfo {
+        TaskInfo {
+            id: self.id,
+            name: self.name.clone(),
+            spawned_at: self.spawned_at,
+        }
+    }
+
+    fn cancel(&self) {
+        let prev = self.state.fetch_or(CANCEL_REQUESTED, Ordering::AcqRel);
+        if prev & (FINISHED | CANCEL_REQUESTED) == 0 {
+            // Not polled yet means it is queued and will see the flag on its first poll.
+            if let Some(waker) = self.waker.get() {
+                waker.wake_by_ref();
+            }
+        }
+    }
+
+    pub(crate) fn take_panic(&self) -> Option<Box<dyn Any + Send>> {
+        self.panic
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    /// Keep a panic for the task's awaiter; if the handle is already gone, report it now.
+    fn store_panic(&self, payload: Box<dyn Any + Send>) {
+        *self.panic.lock().unwrap_or_else(PoisonError::into_inner) = Some(payload);
+        let prev = self.state.fetch_or(PANICKED, Ordering::AcqRel);
+        if prev & DETACHED != 0 {
+            self.report_unretrieved();
+        }
+    }
+
+    fn report_unretrieved(&self) {
+        if let Some(payload) = self.take_panic() {
+            let ctx = ExceptionContext::new("task panic was never retrieved")
+                .with_error(panic_message(&*payload))
+                .with_task(self.info());
+            event_loop::report(self.owner.as_ref(), ctx);
+        }
+    }
+
+    fn finish(&self) {
+        self.state.fetch_or(FINISHED, Ordering::AcqRel);
+        self.finished.notify(usize::MAX);
+    }
+}
+
+/// Where a task is in its loop's registry of pending tasks (what close cancels).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Slot {
+    /// Registered at spawn, at this index.
+    At(usize),
+    /// Spawned from another thread: registers on its first poll, on the loop thread.
+    OnFirstPoll,
+    /// Not the loop's to cancel: the main task and blocking jobs.
+    Never,
+}
+
+/// The tasks a loop must cancel at close. A slab: spawn and finish are O(1).
+#[derive(Default)]
+pub(crate) struct TaskSet {
+    slots: Vec<Option<Arc<Header>>>,
+    free: Vec<usize>,
+}
+
+impl TaskSet {
+    pub(crate) fn insert(&mut self, header: Arc<Header>) -> usize {
+        match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = Some(header);
+                i
+            }
+            None => {
+                self.slots.push(Some(header));
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    pub(crate) fn remove(&mut self, index: usize) {
+        if let Some(slot) = self.slots.get_mut(index) {
+            if slot.take().is_some() {
+                self.free.push(index);
+            }
+        }
+    }
+
+    pub(crate) fn pending(&self) -> Vec<TaskRef> {
+        self.slots
+            .iter()
+            .flatten()
+            .filter(|h| !h.has(FINISHED))
+            .map(|h| TaskRef(h.clone()))
+            .collect()
+    }
+}
+
+pin_project! {
+    /// The future every task runs in: cancellation, panics, context and debug timing.
+    /// Its output is `None` when the task was cancelled or panicked (the header says which).
+    pub(crate) struct TaskFuture<F> {
+        #[pin]
+        fut: Option<F>,
+        header: Arc<Header>,
+        ctx: Context,
+        slot: Slot,
+    }
+
+    impl<F> PinnedDrop for TaskFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // Dropped unfinished: the loop was torn down under it. Its destructors still run, in
+            // its context, and must not unwind into the executor.
+            let mut this = this.project();
+            if this.fut.is_some() {
+                let _entered = Enter::new(this.header, this.ctx);
+                let _ = catch_unwind(AssertUnwindSafe(|| this.fut.set(None)));
+                this.header.finish();
+            }
+        }
+    }
+}
+
+/// How one poll of the user's future went.
+enum Outcome<T> {
+    Pending,
+    Ready(T),
+    Cancelled,
+    Panicked(Box<dyn Any + Send>),
+}
+
+impl<F: Future> TaskFuture<F> {
+    pub(crate) fn new(fut: F, header: Arc<Header>, ctx: Context, slot: Slot) -> Self {
+        TaskFuture {
+            fut: Some(fut),
+            header,
+            ctx,
+            slot,
+        }
+    }
+
+    /// The task's context as it is now (the main task's final context, for the runner).
+    pub(crate) fn take_context(self: Pin<&mut Self>) -> Context {
+        std::mem::take(self.project().ctx)
+    }
+}
+
+impl<F: Future> Future for TaskFuture<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Cx<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let header: &Header = this.header;
+        if header.waker.get().is_none() {
+            let _ = header.waker.set(cx.waker().clone());
+        }
+        if let Slot::OnFirstPoll = this.slot {
+            *this.slot = event_loop::register_remote(this.header);
+        }
+        if this.fut.is_none() {
+            return Poll::Ready(None);
+        }
+        let cancelled = header.has(CANCEL_REQUESTED);
+        let slow_after = event_loop::slow_poll_threshold();
+        let started = slow_after.map(|_| Instant::now());
+
+        let outcome = {
+            let _entered = Enter::new(this.header, this.ctx);
+            let mut fut = this.fut.as_mut();
+            let outcome = if cancelled {
+                match catch_unwind(AssertUnwindSafe(|| fut.set(None))) {
+                    Ok(()) => Outcome::Cancelled,
+                    Err(payload) => Outcome::Panicked(payload),
+                }
+            } else {
+                let polled = catch_unwind(AssertUnwindSafe(|| match fut.as_mut().as_pin_mut() {
+                    Some(f) => f.poll(cx),
+                    None => Poll::Pending,
+                }));
+                match polled {
+                    Ok(Poll::Pending) => Outcome::Pending,
+                    Ok(Poll::Ready(v)) => Outcome::Ready(v),
+                    Err(payload) => Outcome::Panicked(payload),
+                }
+            };
+            if !matches!(outcome, Outcome::Pending) {
+                // Done: drop what is left of the future now, inside the task's context.
+                let _ = catch_unwind(AssertUnwindSafe(|| fut.set(None)));
+            }
+            outcome
+        };
+
+        if let (Some(threshold), Some(started)) = (slow_after, started) {
+            let took = started.elapsed();
+            if took >= threshold {
+                event_loop::report_slow(&format!("<{}>", header.info()), took, Some(header.info()));
+            }
+        }
+
+        let output = match outcome {
+            Outcome::Pending => return Poll::Pending,
+            Outcome::Ready(v) => Some(v),
+            Outcome::Cancelled => None,
+            Outcome::Panicked(payload) => {
+                if cancelled && event_loop::running_is_closing() {
+                    // R2.1: the only report of a panic raised while close cancels the task.
+                    let ctx = ExceptionContext::new("unhandled panic during runner shutdown")
+                        .with_error(panic_message(&*payload))
+                        .with_task(header.info());
+                    event_loop::report(header.owner.as_ref(), ctx);
+                } else {
+                    header.store_panic(payload);
+                }
+                None
+            }
+        };
+        if let Slot::At(index) = *this.slot {
+            event_loop::deregister(index);
+        }
+        header.finish();
+        Poll::Ready(output)
+    }
+}
+
+/// Makes a task current (its context and its identity) for the length of a poll.
+struct Enter<'a> {
+    _ctx: crate::context::Entered<'a>,
+    prev: Option<TaskRef>,
+}
+
+impl<'a> Enter<'a> {
+    fn new(header: &Arc<Header>, ctx: &'a mut Context) -> Self {
+        let prev = CURRENT_TASK.with(|t| t.replace(Some(TaskRef(header.clone()))));
+        Enter {
+            _ctx: ctx.enter(),
+            prev,
+        }
+    }
+}
+
+impl Drop for Enter<'_> {
+    fn drop(&mut self) {
+        let prev = self.prev.take();
+        CURRENT_TASK.with(|t| *t.borrow_mut() = prev);
+    }
+}
+
+/// A handle to a spawned task: await it for the task's output.
+///
+/// Dropping the handle detaches the task: it keeps running, and the loop cancels it at close if it
+/// is still pending. Awaiting a task is a cancellation boundary: dropping the awaiter does not
+/// cancel the task (Python's `asyncio.shield`).
+///
+/// ```
+/// runner_core::run(async {
+///     let task = runner_core::spawn(async { panic!("boom") });
+///     let err = task.await.unwrap_err();
+///     assert!(err.is_panic());
+///     assert_eq!(err.to_string(), "task panicked: boom");
+/// })
+/// .unwrap();
+/// ```
+#[must_use = "a dropped Task keeps running detached; await it to get its output"]
+pub struct Task<T> {
+    inner: Option<async_task::FallibleTask<Option<T>>>,
+    header: Arc<Header>,
+    retrieved: bool,
+}
+
+impl<T> Task<T> {
+    pub(crate) fn new(inner: async_task::Task<Option<T>>, header: Arc<Header>) -> Self {
+        Task {
+            inner: Some(inner.fallible()),
+            header,
+            retrieved: false,
+        }
+    }
+
+    /// A task that never ran: spawned on a closed loop.
+    pub(crate) fn cancelled(header: Arc<Header>) -> Self {
+        header.state.fetch_or(CANCEL_REQUESTED, Ordering::AcqRel);
+        header.finish();
+        Task {
+            inner: None,
+            header,
+            retrieved: false,
+        }
+    }
+
+    /// Ask the task to stop: its future is dropped at its next scheduling point (never in the
+    /// middle of a poll) and awaiting it gives `Err(TaskError::Cancelled)`. Does nothing if the
+    /// task has finished.
+    pub fn cancel(&self) {
+        self.header.cancel();
+    }
+
+    /// True once the task has finished: returned, panicked or been cancelled.
+    pub fn is_finished(&self) -> bool {
+        self.header.has(FINISHED)
+    }
+
+    /// An untyped, cloneable handle to the same task.
+    pub fn to_ref(&self) -> TaskRef {
+        TaskRef(self.header.clone())
+    }
+
+    /// The task's id, name and spawn location.
+    pub fn info(&self) -> TaskInfo {
+        self.header.info()
+    }
+}
+
+impl<T> Future for Task<T> {
+    type Output = Result<T, TaskError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Cx<'_>) -> Poll<Self::Output> {
+        let output = match self.inner.as_mut() {
+            Some(inner) => match Pin::new(inner).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(output) => output.flatten(),
+            },
+            None => None,
+        };
+        self.retrieved = true;
+        Poll::Ready(match output {
+            Some(v) => Ok(v),
+            None => match self.header.take_panic() {
+                Some(payload) => Err(TaskError::Panicked(payload)),
+                None => Err(TaskError::Cancelled),
+            },
+        })
+    }
+}
+
+impl<T> Drop for Task<T> {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            inner.detach();
+        }
+        if !self.retrieved {
+            let prev = self.header.state.fetch_or(DETACHED, Ordering::AcqRel);
+            if prev & PANICKED != 0 {
+                self.header.report_unretrieved();
+            }
+        }
+    }
+}
+
+impl<T> fmt::Debug for Task<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Task")
+            .field("info", &self.header.info())
+            .field("finished", &self.is_finished())
+            .finish()
+    }
+}
+
+/// An untyped handle to a task: cancel it, see whether it finished, read its info.
+#[derive(Clone)]
+pub struct TaskRef(Arc<Header>);
+
+impl TaskRef {
+    pub(crate) fn from_header(header: Arc<Header>) -> Self {
+        TaskRef(header)
+    }
+
+    /// See [`Task::cancel`].
+    pub fn cancel(&self) {
+        self.0.cancel();
+    }
+
+    /// True once the task has finished.
+    pub fn is_finished(&self) -> bool {
+        self.0.has(FINISHED)
+    }
+
+    /// The task's id, name and spawn location.
+    pub fn info(&self) -> TaskInfo {
+        self.0.info()
+    }
+
+    /// True once `cancel()` was called on the task (by anyone).
+    pub fn is_cancel_requested(&self) -> bool {
+        self.0.has(CANCEL_REQUESTED)
+    }
+
+    /// Wait until the task has finished, however it finished.
+    pub(crate) async fn finished(&self) {
+        loop {
+            if self.is_finished() {
+                return;
+            }
+            let listener = self.0.finished.listen();
+            if self.is_finished() {
+                return;
+            }
+            listener.await;
+        }
+    }
+}
+
+impl fmt::Debug for TaskRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("TaskRef").field(&self.0.info()).finish()
+    }
+}
+
+/// What identifies a task in reports: its id, its name and where it was spawned.
+#[derive(Clone, Debug)]
+pub struct TaskInfo {
+    id: u64,
+    name: Option<Arc<str>>,
+    spawned_at: Option<&'static Location<'static>>,
+}
+
+impl TaskInfo {
+    /// A number unique in the process.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The task's name; the main task is called "main".
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// Where `spawn` (or `run`, for the main task) was called.
+    pub fn spawned_at(&self) -> Option<&'static Location<'static>> {
+        self.spawned_at
+    }
+}
+
+/// `Task 'main' #1 spawned at src/main.rs:4:5`
+impl fmt::Display for TaskInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "Task '{name}' #{}", self.id)?,
+            None => write!(f, "Task #{}", self.id)?,
+        }
+        if let Some(at) = self.spawned_at {
+            write!(f, " spawned at {}:{}:{}", at.file(), at.line(), at.column())?;
+        }
+        Ok(())
+    }
+}
+
+/// Spawn `fut` on the running event loop, in a copy of the current context.
+///
+/// # Panics
+/// Outside a running loop (there is nowhere to run the task).
+///
+/// ```
+/// runner_core::run(async {
+///     let task = runner_core::spawn(async { "done" });
+///     assert_eq!(task.await.unwrap(), "done");
+/// })
+/// .unwrap();
+/// ```
+#[track_caller]
+pub fn spawn<F>(fut: F) -> Task<F::Output>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    match event_loop::get_running_loop() {
+        Some(lp) => lp.spawn(fut),
+        None => panic!(
+            "runner::spawn() was called outside a running event loop: call it from code running \
+             inside runner::run(), Runner::run() or #[runner::main], or use EventLoop::spawn"
+        ),
+    }
+}
+
+/// The task being polled on this thread, if any (inside `run`, the main task counts).
+pub fn current_task() -> Option<TaskRef> {
+    CURRENT_TASK.with(|t| t.borrow().clone())
+}

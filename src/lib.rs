@@ -1,0 +1,1 @@
+pub use runner_core::*;

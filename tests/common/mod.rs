@@ -1,0 +1,129 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::cell::RefCell;
+use std::process::{Command, Output};
+use std::rc::Rc;
+
+use runner::{EventLoop, ExceptionContext};
+
+/// Reports an exception handler received.
+#[derive(Clone, Default)]
+pub struct Reports(Rc<RefCell<Vec<ExceptionContext>>>);
+
+impl Reports {
+    pub fn messages(&self) -> Vec<String> {
+        self.0
+            .borrow()
+            .iter()
+            .map(|c| c.message().to_owned())
+            .collect()
+    }
+
+    pub fn all(&self) -> Vec<ExceptionContext> {
+        self.0.borrow().clone()
+    }
+
+    pub fn with_message(&self, prefix: &str) -> Vec<ExceptionContext> {
+        self.0
+            .borrow()
+            .iter()
+            .filter(|c| c.message().starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+}
+
+/// A loop whose exception handler records every report.
+pub fn recording_loop() -> (EventLoop, Reports) {
+    let reports = Reports::default();
+    let log = reports.clone();
+    let lp = EventLoop::builder()
+        .exception_handler(move |_, ctx| log.0.borrow_mut().push(ctx.clone()))
+        .build();
+    (lp, reports)
+}
+
+/// A loop factory that records reports and counts its calls.
+pub fn counting_factory() -> (
+    impl FnOnce() -> EventLoop,
+    Reports,
+    Rc<RefCell<Vec<EventLoop>>>,
+) {
+    let made = Rc::new(RefCell::new(Vec::new()));
+    let (lp, reports) = recording_loop();
+    let record = made.clone();
+    let factory = move || {
+        record.borrow_mut().push(lp.clone());
+        lp
+    };
+    (factory, reports, made)
+}
+
+/// Run one `#[ignore]`d test of this test binary in a child process, with extra environment.
+pub fn run_child(test: &str, env: &[(&str, Option<&str>)]) -> Output {
+    let exe = std::env::current_exe().expect("the test binary knows its own path");
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        test,
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    for (key, value) in env {
+        match value {
+            Some(v) => cmd.env(key, v),
+            None => cmd.env_remove(key),
+        };
+    }
+    cmd.output().expect("the child test process starts")
+}
+
+/// The child's stdout and stderr, for assertions and failure messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "status: {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Sets a flag when dropped: observes destructors running.
+pub struct DropFlag(pub Rc<std::cell::Cell<bool>>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.set(true);
+    }
+}
+
+pub fn flag() -> (Rc<std::cell::Cell<bool>>, DropFlag) {
+    let f = Rc::new(std::cell::Cell::new(false));
+    (f.clone(), DropFlag(f))
+}
+
+/// Records, when dropped, whether an event loop was running: a task cancelled by close's
+/// cancel-and-wait step drops with the loop running, one merely torn down with the loop does not.
+pub struct RunningAtDrop(pub Rc<std::cell::Cell<Option<bool>>>);
+
+impl Drop for RunningAtDrop {
+    fn drop(&mut self) {
+        self.0.set(Some(runner::get_running_loop().is_some()));
+    }
+}
+
+pub fn running_at_drop() -> (Rc<std::cell::Cell<Option<bool>>>, RunningAtDrop) {
+    let f = Rc::new(std::cell::Cell::new(None));
+    (f.clone(), RunningAtDrop(f))
+}
+
+/// The text of a panic payload (`&str` or `String`).
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "<not a string>".into())
+}
