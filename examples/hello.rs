@@ -34,6 +34,9 @@ fn main() -> Result<(), runner::RunError> {
         }
         total
     })?;
-    println!("main: sum of squares = {total} (in {:?})", started.elapsed());
+    println!(
+        "main: sum of squares = {total} (in {:?})",
+        started.elapsed()
+    );
     Ok(())
 }

@@ -45,8 +45,11 @@ fn call_later_order_and_cancel() {
     let cancelled = lp.call_later(Duration::from_millis(20), push("20ms cancelled"));
     lp.call_soon(push("soon"));
     cancelled.cancel();
-    lp.run_until_complete(runner::sleep(Duration::from_millis(80)))
-        .unwrap();
+    let l = log.clone();
+    lp.run_until_complete(common::eventually("the 30 ms callback ran", move || {
+        l.borrow().len() == 3
+    }))
+    .unwrap();
     assert_eq!(*log.borrow(), ["soon", "10ms", "30ms"]);
 }
 
@@ -63,8 +66,11 @@ fn call_soon_from_callback_waits_a_round() {
         inner_lp.call_soon(move || l.borrow_mut().push("scheduled by first"));
     });
     lp.call_soon(move || l2.borrow_mut().push("second"));
-    lp.run_until_complete(runner::sleep(Duration::from_millis(5)))
-        .unwrap();
+    let l = log.clone();
+    lp.run_until_complete(common::eventually("three callbacks ran", move || {
+        l.borrow().len() == 3
+    }))
+    .unwrap();
     assert_eq!(*log.borrow(), ["first", "second", "scheduled by first"]);
 }
 
@@ -73,8 +79,9 @@ fn call_soon_from_callback_waits_a_round() {
 fn panicking_callback_is_reported() {
     let (lp, reports) = recording_loop();
     lp.call_soon(|| panic!("callback failed"));
-    let out = lp.run_until_complete(async {
-        runner::sleep(Duration::from_millis(2)).await;
+    let r = reports.clone();
+    let out = lp.run_until_complete(async move {
+        common::eventually("the panic was reported", || !r.all().is_empty()).await;
         "loop went on"
     });
     assert_eq!(out.unwrap(), "loop went on");
@@ -99,12 +106,10 @@ fn call_soon_threadsafe_from_another_thread() {
                 *r.lock().unwrap() = Some(std::thread::current().id());
             })
         });
-        for _ in 0..200 {
-            if ran_on.lock().unwrap().is_some() {
-                break;
-            }
-            runner::sleep(Duration::from_millis(5)).await;
-        }
+        common::eventually("the threadsafe callback ran", || {
+            ran_on.lock().unwrap().is_some()
+        })
+        .await;
         let seen = *ran_on.lock().unwrap();
         seen
     });
@@ -187,7 +192,8 @@ fn r7_2_slow_poll_reported_with_spawn_location() {
 fn r7_2_slow_callback_reported() {
     let (lp, reports) = slow_loop();
     lp.call_soon(|| std::thread::sleep(Duration::from_millis(40)));
-    lp.run_until_complete(runner::sleep(Duration::from_millis(5)))
+    let r = reports.clone();
+    lp.run_until_complete(common::eventually("a report", move || !r.all().is_empty()))
         .unwrap();
     let slow = reports.with_message("Executing <callback scheduled at tests/event_loop.rs:");
     assert_eq!(slow.len(), 1, "{:?}", reports.messages());
@@ -293,8 +299,11 @@ fn panicking_handler_child() {
         .exception_handler(|_, _| panic!("handler is broken"))
         .build();
     let out = lp.run_until_complete(async {
-        drop(runner::spawn(async { panic!("task failed") }));
-        runner::sleep(Duration::from_millis(5)).await;
+        let task = runner::spawn(async { panic!("task failed") });
+        let r = task.to_ref();
+        drop(task);
+        common::eventually("the task panicked", || r.is_finished()).await;
+        runner::yield_now().await;
         "loop went on"
     });
     println!("{}", out.unwrap());

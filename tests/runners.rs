@@ -387,8 +387,12 @@ fn r1_4_tasks_continue_in_next_run() {
         .map(|task| assert!(!task.is_finished()))
         .unwrap();
     assert_eq!(progress.get(), 0, "run returned as soon as main was done");
+    let p = progress.clone();
     runner
-        .run(runner::sleep(Duration::from_millis(50)))
+        .run(common::eventually(
+            "the leftover task finished",
+            move || p.get() == 3,
+        ))
         .unwrap();
     assert_eq!(
         progress.get(),

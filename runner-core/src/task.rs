@@ -255,31 +255,30 @@ impl<F: Future> Future for TaskFuture<F> {
         let slow_after = event_loop::slow_poll_threshold();
         let started = slow_after.map(|_| Instant::now());
 
-        let outcome = {
-            let _entered = Enter::new(this.header, this.ctx);
-            let mut fut = this.fut.as_mut();
-            let outcome = if cancelled {
-                match catch_unwind(AssertUnwindSafe(|| fut.set(None))) {
-                    Ok(()) => Outcome::Cancelled,
-                    Err(payload) => Outcome::Panicked(payload),
-                }
-            } else {
-                let polled = catch_unwind(AssertUnwindSafe(|| match fut.as_mut().as_pin_mut() {
-                    Some(f) => f.poll(cx),
-                    None => Poll::Pending,
-                }));
-                match polled {
-                    Ok(Poll::Pending) => Outcome::Pending,
-                    Ok(Poll::Ready(v)) => Outcome::Ready(v),
-                    Err(payload) => Outcome::Panicked(payload),
-                }
-            };
-            if !matches!(outcome, Outcome::Pending) {
-                // Done: drop what is left of the future now, inside the task's context.
-                let _ = catch_unwind(AssertUnwindSafe(|| fut.set(None)));
+        // The task stays current until the end of this poll: reports about it (slow poll, panic)
+        // reach the exception handler in the task's own context.
+        let _entered = Enter::new(this.header, this.ctx);
+        let mut fut = this.fut.as_mut();
+        let outcome = if cancelled {
+            match catch_unwind(AssertUnwindSafe(|| fut.set(None))) {
+                Ok(()) => Outcome::Cancelled,
+                Err(payload) => Outcome::Panicked(payload),
             }
-            outcome
+        } else {
+            let polled = catch_unwind(AssertUnwindSafe(|| match fut.as_mut().as_pin_mut() {
+                Some(f) => f.poll(cx),
+                None => Poll::Pending,
+            }));
+            match polled {
+                Ok(Poll::Pending) => Outcome::Pending,
+                Ok(Poll::Ready(v)) => Outcome::Ready(v),
+                Err(payload) => Outcome::Panicked(payload),
+            }
         };
+        if !matches!(outcome, Outcome::Pending) {
+            // Done: drop what is left of the future now, inside the task's context.
+            let _ = catch_unwind(AssertUnwindSafe(|| fut.set(None)));
+        }
 
         if let (Some(threshold), Some(started)) = (slow_after, started) {
             let took = started.elapsed();

@@ -127,3 +127,16 @@ pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "<not a string>".into())
 }
+
+/// Wait (on the loop) until `cond` holds, checking every millisecond, at most 10 s. Tests wait
+/// for outcomes this way instead of sleeping a fixed time: CI machines are shared and noisy.
+pub async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        runner::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}

@@ -1,0 +1,314 @@
+//! R4 (context variables) and the context parts of R1 (R1.2, R1.5).
+
+mod common;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use common::recording_loop;
+use runner::{copy_context, Context, ContextError, ContextVar, EventLoop, Runner};
+
+static CVAR: ContextVar<i32> = ContextVar::with_default("cvar", || -1);
+
+async fn set_and_return_old(val: i32) -> i32 {
+    let old = CVAR.get().unwrap();
+    runner::yield_now().await;
+    CVAR.set(val);
+    old
+}
+
+/// R1.5: CPython's test_run_keeps_context.
+#[test]
+fn test_run_keeps_context() {
+    let runner = Runner::new();
+    assert_eq!(runner.run(set_and_return_old(1)).unwrap(), -1);
+    assert_eq!(runner.run(set_and_return_old(2)).unwrap(), 1);
+    let ctx = runner.run(async { copy_context() }).unwrap();
+    assert_eq!(ctx.get(&CVAR), Some(2));
+}
+
+/// R1.5: run_with_context uses the given context and leaves the final one in it.
+#[test]
+fn test_run_with_context_keeps_context() {
+    let runner = Runner::new();
+    let mut ctx = Context::new();
+    assert_eq!(
+        runner
+            .run_with_context(set_and_return_old(5), &mut ctx)
+            .unwrap(),
+        -1
+    );
+    assert_eq!(ctx.get(&CVAR), Some(5));
+    assert_eq!(
+        runner
+            .run_with_context(set_and_return_old(6), &mut ctx)
+            .unwrap(),
+        5
+    );
+    assert_eq!(ctx.get(&CVAR), Some(6));
+    // The runner's own context was not touched.
+    assert_eq!(runner.run(async { CVAR.get() }).unwrap(), Some(-1));
+}
+
+/// R1.2: the runner's context is a copy of the thread's context at its first use.
+#[test]
+fn r1_2_runner_copies_thread_context_at_first_use() {
+    static VAR: ContextVar<&'static str> = ContextVar::new("r1_2");
+    let before = VAR.set("before first use");
+    assert_eq!(VAR.get(), Some("before first use"));
+    let runner = Runner::new();
+    VAR.set("set before first use, after new()");
+    runner.get_loop().unwrap();
+    VAR.set("after first use");
+    assert_eq!(
+        runner.run(async { VAR.get() }).unwrap(),
+        Some("set before first use, after new()")
+    );
+    runner.run(async { VAR.set("inside run") }).unwrap();
+    assert_eq!(
+        VAR.get(),
+        Some("after first use"),
+        "a run's changes stay in the runner"
+    );
+    VAR.reset(before).unwrap();
+    assert_eq!(
+        VAR.get(),
+        None,
+        "the thread's own context still resets with its token"
+    );
+}
+
+/// R4.1: value, else default, else None.
+#[test]
+fn r4_1_get_set_default_unset() {
+    static NO_DEFAULT: ContextVar<String> = ContextVar::new("no_default");
+    static WITH_DEFAULT: ContextVar<u8> = ContextVar::with_default("with_default", || 9);
+    let mut ctx = Context::new();
+    ctx.run(|| {
+        assert_eq!(NO_DEFAULT.get(), None);
+        assert_eq!(WITH_DEFAULT.get(), Some(9));
+        NO_DEFAULT.set("x".into());
+        WITH_DEFAULT.set(1);
+        assert_eq!(NO_DEFAULT.get().as_deref(), Some("x"));
+        assert_eq!(WITH_DEFAULT.get(), Some(1));
+    });
+    assert_eq!(NO_DEFAULT.name(), "no_default");
+    assert!(ctx.contains(&NO_DEFAULT) && ctx.contains(&WITH_DEFAULT));
+    assert_eq!((ctx.len(), ctx.is_empty()), (2, false));
+    assert!(Context::new().is_empty());
+    assert_eq!(
+        Context::new().get(&WITH_DEFAULT),
+        None,
+        "Context::get does not apply defaults"
+    );
+}
+
+/// R4.2: reset restores the previous value (or unset); a token from another context or another
+/// variable is refused.
+#[test]
+fn r4_2_reset_and_foreign_tokens() {
+    static A: ContextVar<u32> = ContextVar::new("a");
+    static B: ContextVar<u32> = ContextVar::new("b");
+    let mut ctx = Context::new();
+    ctx.run(|| {
+        let t1 = A.set(1);
+        let t2 = A.set(2);
+        assert_eq!(A.get(), Some(2));
+        A.reset(t2).unwrap();
+        assert_eq!(A.get(), Some(1));
+        A.reset(t1).unwrap();
+        assert_eq!(A.get(), None, "back to unset, not to a stale value");
+
+        let token_of_a = A.set(3);
+        assert_eq!(
+            B.reset(token_of_a),
+            Err(ContextError),
+            "a token of another variable"
+        );
+    });
+    let token = ctx.run(|| A.set(4));
+    let mut copy = ctx.clone();
+    let err = copy.run(|| A.reset(token)).unwrap_err();
+    assert!(err.to_string().contains("another context"), "{err}");
+    assert_eq!(copy.get(&A), Some(4));
+}
+
+/// R4.4: copies are independent of each other.
+#[test]
+fn r4_4_copies_are_independent() {
+    static V: ContextVar<u8> = ContextVar::new("v");
+    let mut a = Context::new();
+    a.run(|| V.set(1));
+    let mut b = a.clone();
+    b.run(|| V.set(2));
+    assert_eq!((a.get(&V), b.get(&V)), (Some(1), Some(2)));
+    let c = copy_context();
+    let mut a2 = a.clone();
+    a2.run(|| V.set(3));
+    assert_eq!(a.get(&V), Some(1));
+    assert_eq!(c.get(&V), None);
+}
+
+/// R4.4: Context::run keeps the changes in self and restores the previous context, even when f
+/// panics.
+#[test]
+fn r4_4_context_run_restores_on_panic() {
+    static V: ContextVar<&'static str> = ContextVar::new("v_panic");
+    V.set("outer");
+    let mut ctx = Context::new();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        ctx.run(|| {
+            V.set("inner");
+            panic!("inside Context::run");
+        })
+    }));
+    assert!(caught.is_err());
+    assert_eq!(V.get(), Some("outer"));
+    assert_eq!(ctx.get(&V), Some("inner"));
+}
+
+/// R4.3: a task starts with a copy of its spawner's context taken at spawn; what it sets is
+/// invisible to its spawner and its siblings.
+#[test]
+fn r4_3_children_isolated() {
+    static REQ: ContextVar<u32> = ContextVar::new("req");
+    runner::run(async {
+        REQ.set(1);
+        let a = runner::spawn(async {
+            let inherited = REQ.get();
+            REQ.set(10);
+            runner::sleep(Duration::from_millis(5)).await;
+            (inherited, REQ.get())
+        });
+        let b = runner::spawn(async {
+            let inherited = REQ.get();
+            REQ.set(20);
+            runner::sleep(Duration::from_millis(5)).await;
+            (inherited, REQ.get())
+        });
+        REQ.set(2); // after the spawns: the children keep the value they were spawned with
+        assert_eq!(a.await.unwrap(), (Some(1), Some(10)));
+        assert_eq!(b.await.unwrap(), (Some(1), Some(20)));
+        assert_eq!(REQ.get(), Some(2));
+    })
+    .unwrap();
+}
+
+/// R4.5: to_thread runs in a copy of the caller's context; its changes stay in the thread's copy.
+#[test]
+fn r4_5_to_thread_sees_callers_values() {
+    static USER: ContextVar<String> = ContextVar::new("user");
+    runner::run(async {
+        USER.set("ada".into());
+        let seen = runner::to_thread(|| {
+            let seen = USER.get();
+            USER.set("changed in thread".into());
+            seen
+        })
+        .await
+        .unwrap();
+        assert_eq!(seen.as_deref(), Some("ada"));
+        assert_eq!(USER.get().as_deref(), Some("ada"));
+        // run_in_executor does not copy the context (as in Python).
+        let lp = runner::get_running_loop().unwrap();
+        assert_eq!(lp.run_in_executor(|| USER.get()).await.unwrap(), None);
+    })
+    .unwrap();
+}
+
+/// Values of a non-Clone type are read through `with`; `with` may itself set variables.
+#[test]
+fn r4_1_non_clone_values_with() {
+    struct Conn {
+        host: String,
+    }
+    static CONN: ContextVar<Conn> = ContextVar::new("conn");
+    static OTHER: ContextVar<u8> = ContextVar::new("other");
+    let mut ctx = Context::new();
+    ctx.run(|| {
+        assert!(CONN.with(|c| c.is_none()));
+        CONN.set(Conn { host: "db1".into() });
+        let host = CONN.with(|c| {
+            OTHER.set(1); // no borrow of the context is held while `f` runs
+            c.map(|c| c.host.clone())
+        });
+        assert_eq!(host.as_deref(), Some("db1"));
+        assert_eq!(OTHER.get(), Some(1));
+    });
+}
+
+/// Callbacks run in a copy of the context they were scheduled from.
+#[test]
+fn callbacks_run_in_scheduling_context() {
+    static V: ContextVar<u8> = ContextVar::new("cb");
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let s = seen.clone();
+    runner::run(async move {
+        let lp = runner::get_running_loop().unwrap();
+        V.set(1);
+        let s1 = s.clone();
+        lp.call_soon(move || {
+            s1.borrow_mut().push(V.get());
+            V.set(99);
+        });
+        V.set(2);
+        let s2 = s.clone();
+        lp.call_later(Duration::from_millis(1), move || {
+            s2.borrow_mut().push(V.get())
+        });
+        let s3 = s.clone();
+        common::eventually("both callbacks ran", move || s3.borrow().len() == 2).await;
+        s.borrow_mut().push(V.get());
+    })
+    .unwrap();
+    assert_eq!(*seen.borrow(), [Some(1), Some(2), Some(2)]);
+}
+
+/// Threadsafe callbacks and remote spawns run in a copy of the calling thread's context.
+#[test]
+fn threadsafe_work_carries_the_callers_context() {
+    static V: ContextVar<&'static str> = ContextVar::new("remote");
+    let lp = EventLoop::new();
+    let handle = lp.handle();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let task = std::thread::spawn(move || {
+        V.set("from the other thread");
+        handle.call_soon_threadsafe(move || tx.send(V.get()).unwrap());
+        handle.spawn(async { V.get() })
+    })
+    .join()
+    .unwrap();
+    assert_eq!(
+        lp.run_until_complete(task).unwrap().unwrap(),
+        Some("from the other thread")
+    );
+    assert_eq!(rx.recv().unwrap(), Some("from the other thread"));
+    assert_eq!(V.get(), None);
+}
+
+/// The exception handler runs in the context of the task it reports on.
+#[test]
+fn handler_runs_in_task_context() {
+    static REQ: ContextVar<u32> = ContextVar::new("handler_req");
+    let (lp, _) = recording_loop();
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let s = seen.clone();
+    lp.set_exception_handler(move |_, ctx| {
+        s.borrow_mut().push((ctx.message().to_owned(), REQ.get()))
+    });
+    lp.run_until_complete(async {
+        let task = runner::spawn(async {
+            REQ.set(7);
+            panic!("request failed");
+        });
+        let r = task.to_ref();
+        drop(task);
+        common::eventually("the task panicked", || r.is_finished()).await;
+    })
+    .unwrap();
+    assert_eq!(
+        *seen.borrow(),
+        [("task panic was never retrieved".to_owned(), Some(7))]
+    );
+}
