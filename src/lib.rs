@@ -1,1 +1,4 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
 pub use runner_core::*;

@@ -23,7 +23,7 @@
 //! .unwrap();
 //! ```
 //!
-//! A context is a copy-on-write vector behind an `Arc`: copying it (for every spawned task) is
+//! A context is an immutable slice of entries behind an `Arc`, replaced on `set`: copying it (for every spawned task) is
 //! one reference-count increment whatever the number of variables, and a lookup scans a few
 //! entries, which beats hashing for the handful of variables a program sets.
 
@@ -226,7 +226,8 @@ impl<T> fmt::Debug for Token<T> {
 /// assert_eq!(LEVEL.get(), None);           // the thread's own context is untouched
 /// ```
 pub struct Context {
-    vars: Option<Arc<Vec<(u64, Value)>>>,
+    /// Entries inline in one allocation: a lookup is one pointer away from the context.
+    vars: Option<Arc<[(u64, Value)]>>,
     /// Identity for tokens; assigned when a token is first made here, fresh for every copy.
     id: u64,
 }
@@ -291,21 +292,29 @@ impl Context {
         self.id
     }
 
-    /// Set `var`, returning its previous value. Copies the entries only if they are shared.
+    /// Set `var`, returning its previous value. Builds a new entry slice: contexts are read far
+    /// more often than written, and copies made by `clone` must not see the change.
     fn insert(&mut self, var: u64, value: Value) -> Option<Value> {
-        let vars = Arc::make_mut(self.vars.get_or_insert_with(Default::default));
-        match vars.iter_mut().find(|(id, _)| *id == var) {
-            Some((_, slot)) => Some(mem::replace(slot, value)),
-            None => {
-                vars.push((var, value));
-                None
-            }
-        }
+        let old = self.lookup(var).cloned();
+        let others = self
+            .vars
+            .iter()
+            .flat_map(|v| v.iter())
+            .filter(|(id, _)| *id != var);
+        let vars: Arc<[(u64, Value)]> = others.cloned().chain([(var, value)]).collect();
+        self.vars = Some(vars);
+        old
     }
 
     fn remove(&mut self, var: u64) {
-        if let Some(vars) = self.vars.as_mut() {
-            Arc::make_mut(vars).retain(|(id, _)| *id != var);
+        if self.lookup(var).is_some() {
+            let vars = self
+                .vars
+                .iter()
+                .flat_map(|v| v.iter())
+                .filter(|(id, _)| *id != var);
+            let vars: Arc<[(u64, Value)]> = vars.cloned().collect();
+            self.vars = if vars.is_empty() { None } else { Some(vars) };
         }
     }
 }
