@@ -26,7 +26,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Waker;
 use std::time::Duration;
 
+use std::collections::HashMap;
+use std::rc::Weak;
+
 use async_executor::LocalExecutor;
+
+use crate::asyncgen::Closable;
+use crate::task::Cleanup;
 
 use crate::blocking::DefaultExecutor;
 use crate::callback::{CallbackHandle, Callbacks};
@@ -119,6 +125,14 @@ pub(crate) struct LoopInner {
     debug: Cell<bool>,
     slow_callback_duration: Cell<Duration>,
     handler: RefCell<Option<Handler>>,
+    /// Async cleanups of tasks still running them, by task id (R3.2).
+    task_cleanups: RefCell<HashMap<u64, Vec<Cleanup>>>,
+    /// Cleanups that belong to no task, spawned on the loop: close waits for them, never
+    /// cancels them.
+    finalizers: RefCell<Vec<TaskRef>>,
+    /// Generators and finalized streams iterated on this loop, held weakly (R5.3).
+    asyncgens: RefCell<Vec<Weak<dyn Closable>>>,
+    asyncgens_shutdown_called: Cell<bool>,
     running: Cell<bool>,
     closing: Cell<bool>,
     closed: Cell<bool>,
@@ -157,14 +171,74 @@ impl EventLoop {
         F: Future + 'static,
         F::Output: 'static,
     {
-        let header = Header::new(None, Location::caller(), Some(self.inner.shared.clone()));
+        self.spawn_at(fut, Location::caller(), true)
+    }
+
+    /// Spawn; `cancellable` tasks join the registry that close cancels.
+    fn spawn_at<F>(
+        &self,
+        fut: F,
+        at: &'static Location<'static>,
+        cancellable: bool,
+    ) -> Task<F::Output>
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        let header = Header::new(None, at, Some(self.inner.shared.clone()));
         if self.is_closed() {
             return Task::cancelled(header);
         }
-        let index = self.inner.tasks.borrow_mut().insert(header.clone());
-        let fut = TaskFuture::new(fut, header.clone(), Context::current(), Slot::At(index));
+        let slot = match cancellable {
+            true => Slot::At(self.inner.tasks.borrow_mut().insert(header.clone())),
+            false => Slot::Never,
+        };
+        let fut = TaskFuture::new(fut, header.clone(), Context::current(), slot);
         let task = self.inner.executor.borrow().spawn(fut);
         Task::new(task, header)
+    }
+
+    /// Run a cleanup that belongs to no task; close waits for it instead of cancelling it.
+    pub(crate) fn spawn_finalizer(&self, cleanup: Cleanup) {
+        let task = self.spawn_at(cleanup, Location::caller(), false);
+        let mut finalizers = self.inner.finalizers.borrow_mut();
+        finalizers.retain(|t| !t.is_finished());
+        finalizers.push(task.to_ref());
+        drop(task);
+    }
+
+    pub(crate) fn take_task_cleanups(&self, task_id: u64) -> Vec<Cleanup> {
+        self.inner
+            .task_cleanups
+            .borrow_mut()
+            .remove(&task_id)
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn put_task_cleanups(&self, task_id: u64, cleanups: Vec<Cleanup>) {
+        self.inner
+            .task_cleanups
+            .borrow_mut()
+            .insert(task_id, cleanups);
+    }
+
+    /// A generator or finalized stream was first iterated on this loop (R5.3, R5.4).
+    pub(crate) fn register_asyncgen(
+        &self,
+        what: Weak<dyn Closable>,
+        describe: &dyn Fn() -> String,
+    ) {
+        if self.inner.asyncgens_shutdown_called.get() {
+            self.call_exception_handler(ExceptionContext::new(format!(
+                "asynchronous generator was scheduled after shutdown_asyncgens(): {}",
+                describe()
+            )));
+        }
+        let mut gens = self.inner.asyncgens.borrow_mut();
+        if gens.len() >= 64 && gens.len().is_power_of_two() {
+            gens.retain(|g| g.strong_count() > 0);
+        }
+        gens.push(what);
     }
 
     /// Run `fut` as the main task until it completes and return its output (Python's
@@ -332,9 +406,35 @@ impl EventLoop {
         self.inner.closed.get()
     }
 
-    /// Close every async generator still registered with the loop (R5.4). Async generators
-    /// arrive with the async cleanup issue; until then there is nothing to close.
-    pub async fn shutdown_asyncgens(&self) {}
+    /// Close every generator and finalized stream still open on the loop, concurrently, and
+    /// wait for cleanups already scheduled on it (R5.4). Failures are reported as "an error
+    /// occurred during closing of asynchronous generator" naming the generator.
+    pub async fn shutdown_asyncgens(&self) {
+        self.inner.asyncgens_shutdown_called.set(true);
+        loop {
+            let gens = std::mem::take(&mut *self.inner.asyncgens.borrow_mut());
+            let mut closing: Vec<Cleanup> = gens
+                .iter()
+                .filter_map(Weak::upgrade)
+                .filter_map(|g| g.close_now())
+                .collect();
+            let finalizers = std::mem::take(&mut *self.inner.finalizers.borrow_mut());
+            if closing.is_empty() && finalizers.is_empty() {
+                return;
+            }
+            std::future::poll_fn(|cx| {
+                closing.retain_mut(|c| c.as_mut().poll(cx).is_pending());
+                match closing.is_empty() {
+                    true => std::task::Poll::Ready(()),
+                    false => std::task::Poll::Pending,
+                }
+            })
+            .await;
+            for finalizer in finalizers {
+                finalizer.finished().await;
+            }
+        }
+    }
 
     /// Stop the default executor and wait for its threads to finish their queued work, at most
     /// `timeout` (none: wait as long as it takes). When the time runs out a report says so; the
@@ -385,6 +485,15 @@ impl EventLoop {
         let executor = self.inner.executor.replace(Rc::new(LocalExecutor::new()));
         drop(executor);
         *self.inner.tasks.borrow_mut() = TaskSet::default();
+        // Cleanups the torn-down tasks were still running have no loop left: finish them now.
+        let left: Vec<Cleanup> = self
+            .inner
+            .task_cleanups
+            .borrow_mut()
+            .drain()
+            .flat_map(|(_, c)| c)
+            .collect();
+        crate::defer::run_on_the_spot(left);
     }
 
     /// Run one round of callbacks: the driver task's poll.
@@ -532,6 +641,10 @@ impl LoopBuilder {
             debug: Cell::new(self.debug.unwrap_or_else(debug::enabled_by_env)),
             slow_callback_duration: Cell::new(self.slow_callback_duration),
             handler: RefCell::new(self.handler),
+            task_cleanups: RefCell::default(),
+            finalizers: RefCell::default(),
+            asyncgens: RefCell::default(),
+            asyncgens_shutdown_called: Cell::new(false),
             running: Cell::new(false),
             closing: Cell::new(false),
             closed: Cell::new(false),

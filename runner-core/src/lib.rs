@@ -27,10 +27,12 @@
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
+mod asyncgen;
 mod blocking;
 mod callback;
 mod context;
 mod debug;
+mod defer;
 mod error;
 mod event_loop;
 mod exception;
@@ -38,8 +40,10 @@ mod runner;
 mod task;
 mod time;
 
+pub use asyncgen::{finalize, AsyncGen, AsyncGenError, Finalized, GeneratorExit, Yielder};
 pub use callback::CallbackHandle;
 pub use context::{copy_context, Context, ContextVar, Token};
+pub use defer::{defer, Defer};
 pub use error::{ContextError, Elapsed, RunError, TaskError};
 pub use event_loop::{get_running_loop, EventLoop, LoopBuilder, LoopHandle};
 pub use exception::ExceptionContext;

@@ -45,9 +45,28 @@ const DETACHED: u8 = 8;
 
 static NEXT_TASK_ID: AtomicU64 = AtomicU64::new(1);
 
+/// An async cleanup tied to a task: a dropped `defer` guard, a closing generator or stream.
+pub(crate) type Cleanup = Pin<Box<dyn Future<Output = ()>>>;
+
+/// The task being polled on this thread, and the cleanups its poll left behind.
+struct Current {
+    task: TaskRef,
+    cleanups: Vec<Cleanup>,
+}
+
 thread_local! {
-    /// The task being polled on this thread.
-    static CURRENT_TASK: RefCell<Option<TaskRef>> = const { RefCell::new(None) };
+    static CURRENT_TASK: RefCell<Option<Current>> = const { RefCell::new(None) };
+}
+
+/// Tie `cleanup` to the task being polled on this thread (R3.2); gives it back if there is none.
+pub(crate) fn push_cleanup(cleanup: Cleanup) -> Result<(), Cleanup> {
+    CURRENT_TASK.with(|t| match t.borrow_mut().as_mut() {
+        Some(current) => {
+            current.cleanups.push(cleanup);
+            Ok(())
+        }
+        None => Err(cleanup),
+    })
 }
 
 /// What a task's handles and its future share.
@@ -190,22 +209,34 @@ impl TaskSet {
 pin_project! {
     /// The future every task runs in: cancellation, panics, context and debug timing.
     /// Its output is `None` when the task was cancelled or panicked (the header says which).
-    pub(crate) struct TaskFuture<F> {
+    pub(crate) struct TaskFuture<F: Future> {
         #[pin]
         fut: Option<F>,
         header: Arc<Header>,
         ctx: Context,
         slot: Slot,
+        // How the future ended, kept while the task's cleanups run.
+        ended: Option<Outcome<F::Output>>,
+        // The task has cleanups waiting in its loop (they are `!Send`, this future may not be).
+        cleanups_pending: bool,
     }
 
-    impl<F> PinnedDrop for TaskFuture<F> {
+    impl<F: Future> PinnedDrop for TaskFuture<F> {
         fn drop(this: Pin<&mut Self>) {
             // Dropped unfinished: the loop was torn down under it. Its destructors still run, in
-            // its context, and must not unwind into the executor.
+            // its context, and must not unwind into the executor; the async cleanups they leave
+            // have no loop left and run on the spot (R5.3).
             let mut this = this.project();
-            if this.fut.is_some() {
-                let _entered = Enter::new(this.header, this.ctx);
+            if this.fut.is_some() || *this.cleanups_pending {
+                let mut entered = Enter::new(this.header, this.ctx);
                 let _ = catch_unwind(AssertUnwindSafe(|| this.fut.set(None)));
+                let mut left = entered.take_cleanups();
+                if *this.cleanups_pending {
+                    if let Some(lp) = event_loop::get_running_loop() {
+                        left.extend(lp.take_task_cleanups(this.header.id));
+                    }
+                }
+                crate::defer::run_on_the_spot(left);
                 this.header.finish();
             }
         }
@@ -218,6 +249,8 @@ enum Outcome<T> {
     Ready(T),
     Cancelled,
     Panicked(Box<dyn Any + Send>),
+    /// A destructor panicked while a cancellation dropped the future.
+    PanickedCancelling(Box<dyn Any + Send>),
 }
 
 impl<F: Future> TaskFuture<F> {
@@ -227,6 +260,8 @@ impl<F: Future> TaskFuture<F> {
             header,
             ctx,
             slot,
+            ended: None,
+            cleanups_pending: false,
         }
     }
 
@@ -248,36 +283,44 @@ impl<F: Future> Future for TaskFuture<F> {
         if let Slot::OnFirstPoll = this.slot {
             *this.slot = event_loop::register_remote(this.header);
         }
-        if this.fut.is_none() {
+        if this.fut.is_none() && this.ended.is_none() {
             return Poll::Ready(None);
         }
-        let cancelled = header.has(CANCEL_REQUESTED);
+        let cancelled = header.has(CANCEL_REQUESTED) && this.ended.is_none();
         let slow_after = event_loop::slow_poll_threshold();
         let started = slow_after.map(|_| Instant::now());
 
-        // The task stays current until the end of this poll: reports about it (slow poll, panic)
-        // reach the exception handler in the task's own context.
-        let _entered = Enter::new(this.header, this.ctx);
-        let mut fut = this.fut.as_mut();
-        let outcome = if cancelled {
-            match catch_unwind(AssertUnwindSafe(|| fut.set(None))) {
-                Ok(()) => Outcome::Cancelled,
-                Err(payload) => Outcome::Panicked(payload),
+        // The task stays current until the end of this poll: cleanups its destructors leave are
+        // tied to it, and reports about it reach the handler in the task's own context.
+        let mut entered = Enter::new(this.header, this.ctx);
+        if this.ended.is_none() {
+            let mut fut = this.fut.as_mut();
+            let outcome = if cancelled {
+                match catch_unwind(AssertUnwindSafe(|| fut.set(None))) {
+                    Ok(()) => Outcome::Cancelled,
+                    Err(payload) => Outcome::PanickedCancelling(payload),
+                }
+            } else {
+                let polled = catch_unwind(AssertUnwindSafe(|| match fut.as_mut().as_pin_mut() {
+                    Some(f) => f.poll(cx),
+                    None => Poll::Pending,
+                }));
+                match polled {
+                    Ok(Poll::Pending) => Outcome::Pending,
+                    Ok(Poll::Ready(v)) => Outcome::Ready(v),
+                    Err(payload) => Outcome::Panicked(payload),
+                }
+            };
+            if !matches!(outcome, Outcome::Pending) {
+                // Done: drop what is left of the future now, inside the task's context.
+                let _ = catch_unwind(AssertUnwindSafe(|| fut.set(None)));
+                *this.ended = Some(outcome);
             }
-        } else {
-            let polled = catch_unwind(AssertUnwindSafe(|| match fut.as_mut().as_pin_mut() {
-                Some(f) => f.poll(cx),
-                None => Poll::Pending,
-            }));
-            match polled {
-                Ok(Poll::Pending) => Outcome::Pending,
-                Ok(Poll::Ready(v)) => Outcome::Ready(v),
-                Err(payload) => Outcome::Panicked(payload),
-            }
-        };
-        if !matches!(outcome, Outcome::Pending) {
-            // Done: drop what is left of the future now, inside the task's context.
-            let _ = catch_unwind(AssertUnwindSafe(|| fut.set(None)));
+        }
+        // R3.2: async cleanups left behind run as part of the task, which ends after them.
+        let new_cleanups = entered.take_cleanups();
+        if *this.cleanups_pending || !new_cleanups.is_empty() {
+            *this.cleanups_pending = drive_cleanups(header.id, new_cleanups, &mut entered, cx);
         }
 
         if let (Some(threshold), Some(started)) = (slow_after, started) {
@@ -287,12 +330,19 @@ impl<F: Future> Future for TaskFuture<F> {
             }
         }
 
-        let output = match outcome {
-            Outcome::Pending => return Poll::Pending,
-            Outcome::Ready(v) => Some(v),
-            Outcome::Cancelled => None,
-            Outcome::Panicked(payload) => {
-                if cancelled && event_loop::running_is_closing() {
+        if *this.cleanups_pending {
+            return Poll::Pending;
+        }
+        let output = match this.ended.take() {
+            None | Some(Outcome::Pending) => return Poll::Pending,
+            Some(Outcome::Ready(v)) => Some(v),
+            Some(Outcome::Cancelled) => None,
+            Some(Outcome::Panicked(payload)) => {
+                header.store_panic(payload);
+                None
+            }
+            Some(Outcome::PanickedCancelling(payload)) => {
+                if event_loop::running_is_closing() {
                     // R2.1: the only report of a panic raised while close cancels the task.
                     let ctx = ExceptionContext::new("unhandled panic during runner shutdown")
                         .with_error(panic_message(&*payload))
@@ -312,26 +362,69 @@ impl<F: Future> Future for TaskFuture<F> {
     }
 }
 
-/// Makes a task current (its context and its identity) for the length of a poll.
+/// Poll a task's cleanups (kept by its loop between polls) until they are done; true while some
+/// are still pending. Cleanups that these cleanups leave behind join the list. Off the loop (a
+/// blocking job on a pool thread) there is no loop to keep them, so they run on the spot.
+fn drive_cleanups(id: u64, new: Vec<Cleanup>, entered: &mut Enter<'_>, cx: &mut Cx<'_>) -> bool {
+    let Some(lp) = event_loop::get_running_loop() else {
+        crate::defer::run_on_the_spot(new);
+        return false;
+    };
+    let mut list = lp.take_task_cleanups(id);
+    list.extend(new);
+    loop {
+        list.retain_mut(|cleanup| cleanup.as_mut().poll(cx).is_pending());
+        let more = entered.take_cleanups();
+        if more.is_empty() {
+            break;
+        }
+        list.extend(more);
+    }
+    let pending = !list.is_empty();
+    if pending {
+        lp.put_task_cleanups(id, list);
+    }
+    pending
+}
+
+/// Makes a task current (its context, its identity, its cleanup list) for the length of a poll.
 struct Enter<'a> {
     _ctx: crate::context::Entered<'a>,
-    prev: Option<TaskRef>,
+    prev: Option<Current>,
 }
 
 impl<'a> Enter<'a> {
     fn new(header: &Arc<Header>, ctx: &'a mut Context) -> Self {
-        let prev = CURRENT_TASK.with(|t| t.replace(Some(TaskRef(header.clone()))));
+        let current = Current {
+            task: TaskRef(header.clone()),
+            cleanups: Vec::new(),
+        };
+        let prev = CURRENT_TASK.with(|t| t.replace(Some(current)));
         Enter {
             _ctx: ctx.enter(),
             prev,
         }
+    }
+
+    /// The cleanups tied to the task since the last call.
+    pub(crate) fn take_cleanups(&mut self) -> Vec<Cleanup> {
+        CURRENT_TASK.with(|t| {
+            t.borrow_mut()
+                .as_mut()
+                .map(|c| std::mem::take(&mut c.cleanups))
+                .unwrap_or_default()
+        })
     }
 }
 
 impl Drop for Enter<'_> {
     fn drop(&mut self) {
         let prev = self.prev.take();
-        CURRENT_TASK.with(|t| *t.borrow_mut() = prev);
+        let left = CURRENT_TASK.with(|t| std::mem::replace(&mut *t.borrow_mut(), prev));
+        // Cleanups tied after the task's last look (by a report handler, say) are not lost.
+        for cleanup in left.into_iter().flat_map(|c| c.cleanups) {
+            crate::defer::schedule_cleanup(cleanup, None);
+        }
     }
 }
 
@@ -563,5 +656,5 @@ where
 
 /// The task being polled on this thread, if any (inside `run`, the main task counts).
 pub fn current_task() -> Option<TaskRef> {
-    CURRENT_TASK.with(|t| t.borrow().clone())
+    CURRENT_TASK.with(|t| t.borrow().as_ref().map(|c| c.task.clone()))
 }

@@ -1,0 +1,472 @@
+//! Async generators and stream finalization: streams whose async cleanup runs when they are
+//! exhausted, closed with `aclose()`, dropped, or left open when the loop shuts down (Python's
+//! async generators and `loop.shutdown_asyncgens()`).
+//!
+//! ```
+//! use std::{cell::RefCell, rc::Rc};
+//! use runner_core::AsyncGen;
+//!
+//! let log = Rc::new(RefCell::new(Vec::new()));
+//! let l = log.clone();
+//! runner_core::run(async move {
+//!     let mut pages = AsyncGen::new(|y| async move {
+//!         let result = async {
+//!             for page in 1.. {
+//!                 y.yield_(page).await?;        // Err(GeneratorExit) when closed early
+//!             }
+//!             Ok(())
+//!         }
+//!         .await;
+//!         runner_core::yield_now().await;      // async cleanup still runs
+//!         l.borrow_mut().push("connection closed");
+//!         result
+//!     });
+//!     assert_eq!(pages.next().await, Some(1));
+//!     assert_eq!(pages.next().await, Some(2));
+//!     pages.aclose().await.unwrap();
+//!     assert_eq!(pages.next().await, None);
+//! })
+//! .unwrap();
+//! assert_eq!(*log.borrow(), ["connection closed"]);
+//! ```
+//!
+//! The body is an ordinary future; `Yielder::yield_` hands one item to the consumer and
+//! suspends the body until the consumer asks for the next one. On first iteration a generator
+//! registers (weakly) with the running loop, which closes it at shutdown if it is still open.
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::future::{poll_fn, Future};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe, Location};
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+use std::task::{Context as Cx, Poll};
+
+use futures_core::Stream;
+
+use crate::context::Context;
+use crate::defer::{guarded, in_context, schedule_cleanup};
+use crate::error::panic_message;
+use crate::event_loop::{self, LoopInner};
+use crate::exception::ExceptionContext;
+use crate::task::Cleanup;
+
+/// What `yield_` returns when the generator is being closed: return it (with `?`) to run the
+/// cleanup after the loop and finish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GeneratorExit;
+
+impl fmt::Display for GeneratorExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the async generator was closed")
+    }
+}
+
+impl std::error::Error for GeneratorExit {}
+
+/// Why closing a generator failed.
+pub enum AsyncGenError {
+    /// The body yielded another value after it was told to close.
+    IgnoredExit,
+    /// The body panicked while closing; this is the panic's payload.
+    Panicked(Box<dyn Any + Send>),
+}
+
+impl fmt::Debug for AsyncGenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AsyncGenError::IgnoredExit => f.write_str("IgnoredExit"),
+            AsyncGenError::Panicked(p) => f
+                .debug_tuple("Panicked")
+                .field(&panic_message(&**p))
+                .finish(),
+        }
+    }
+}
+
+impl fmt::Display for AsyncGenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AsyncGenError::IgnoredExit => f.write_str(
+                "async generator ignored GeneratorExit: its body yielded again after `yield_` \
+                 returned Err(GeneratorExit); return that error instead",
+            ),
+            AsyncGenError::Panicked(p) => {
+                write!(
+                    f,
+                    "async generator panicked while closing: {}",
+                    panic_message(&**p)
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for AsyncGenError {}
+
+/// Something the loop closes at `shutdown_asyncgens`: a generator or a finalized stream.
+pub(crate) trait Closable {
+    /// Take what must be closed and return its cleanup; `None` if there is nothing to do.
+    fn close_now(&self) -> Option<Cleanup>;
+    /// How reports name it: where it was created.
+    fn describe(&self) -> String;
+}
+
+/// Register `what` with the running loop on first iteration; the loop it belongs to, if any.
+fn register(what: Weak<dyn Closable>, describe: &dyn Fn() -> String) -> Option<Weak<LoopInner>> {
+    let lp = event_loop::get_running_loop()?;
+    lp.register_asyncgen(what, describe);
+    Some(Rc::downgrade(&lp.inner))
+}
+
+type Body = Pin<Box<dyn Future<Output = Result<(), GeneratorExit>>>>;
+
+/// The hand-off between the body (`Yielder`) and the consumer.
+struct Channel<T> {
+    item: Cell<Option<T>>,
+    closing: Cell<bool>,
+    exit_delivered: Cell<bool>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum State {
+    NotStarted,
+    Started,
+    Finished,
+}
+
+struct Core<T> {
+    body: Cell<Option<Body>>,
+    chan: Rc<Channel<T>>,
+    state: Cell<State>,
+    created_at: &'static Location<'static>,
+    ctx: Context,
+    home: RefCell<Option<Weak<LoopInner>>>,
+}
+
+impl<T: 'static> Closable for Core<T> {
+    fn close_now(&self) -> Option<Cleanup> {
+        let started = self.state.replace(State::Finished) == State::Started;
+        let body = self.body.take()?;
+        if !started {
+            return None;
+        }
+        let chan = self.chan.clone();
+        let name = self.describe();
+        let closing = async move {
+            if let Err(err) = close_body(body, &chan).await {
+                event_loop::report(
+                    None,
+                    ExceptionContext::new(format!(
+                        "an error occurred during closing of asynchronous generator {name}"
+                    ))
+                    .with_error(err),
+                );
+            }
+        };
+        let name = self.describe();
+        Some(guarded(in_context(self.ctx.clone(), closing), move || {
+            format!("closing {name}")
+        }))
+    }
+
+    fn describe(&self) -> String {
+        let at = self.created_at;
+        format!(
+            "<AsyncGen created at {}:{}:{}>",
+            at.file(),
+            at.line(),
+            at.column()
+        )
+    }
+}
+
+/// Resume a suspended body with `Err(GeneratorExit)` and drive it to its end (R5.2).
+async fn close_body<T>(mut body: Body, chan: &Channel<T>) -> Result<(), AsyncGenError> {
+    chan.closing.set(true);
+    poll_fn(
+        |cx| match catch_unwind(AssertUnwindSafe(|| body.as_mut().poll(cx))) {
+            Ok(Poll::Ready(_)) => Poll::Ready(Ok(())),
+            Ok(Poll::Pending) if chan.item.take().is_some() => {
+                Poll::Ready(Err(AsyncGenError::IgnoredExit))
+            }
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(payload) => Poll::Ready(Err(AsyncGenError::Panicked(payload))),
+        },
+    )
+    .await
+}
+
+/// An async generator: a `Stream` whose body yields items with [`Yielder::yield_`] and whose
+/// async cleanup runs when it is exhausted, closed, dropped or shut down with its loop.
+pub struct AsyncGen<T> {
+    core: Rc<Core<T>>,
+    /// The same core, type-erased where `T: 'static` was known, so `Drop` can close it.
+    erased: Rc<dyn Closable>,
+}
+
+impl<T: 'static> AsyncGen<T> {
+    /// A generator running `body`. Nothing runs until the first `next`.
+    #[track_caller]
+    pub fn new<F, Fut>(body: F) -> Self
+    where
+        F: FnOnce(Yielder<T>) -> Fut,
+        Fut: Future<Output = Result<(), GeneratorExit>> + 'static,
+    {
+        let chan = Rc::new(Channel {
+            item: Cell::new(None),
+            closing: Cell::new(false),
+            exit_delivered: Cell::new(false),
+        });
+        let body: Body = Box::pin(body(Yielder { chan: chan.clone() }));
+        let core = Rc::new(Core {
+            body: Cell::new(Some(body)),
+            chan,
+            state: Cell::new(State::NotStarted),
+            created_at: Location::caller(),
+            ctx: Context::current(),
+            home: RefCell::new(None),
+        });
+        AsyncGen {
+            erased: core.clone(),
+            core,
+        }
+    }
+
+    /// The next item, or `None` once the body has finished or the generator was closed.
+    /// A panic in the body propagates here, and the generator is finished afterwards.
+    pub async fn next(&mut self) -> Option<T> {
+        poll_fn(|cx| self.poll_item(cx)).await
+    }
+
+    /// Close the generator: its suspended `yield_` returns `Err(GeneratorExit)` and the body runs
+    /// to its end, async cleanup included. Closing a finished or never-started generator does
+    /// nothing. Afterwards the stream yields `None`.
+    pub async fn aclose(&mut self) -> Result<(), AsyncGenError> {
+        let started = self.core.state.replace(State::Finished) == State::Started;
+        match self.core.body.take() {
+            Some(body) if started => close_body(body, &self.core.chan).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// True once the generator has finished or was closed.
+    pub fn is_closed(&self) -> bool {
+        self.core.state.get() == State::Finished
+    }
+
+    fn poll_item(&self, cx: &mut Cx<'_>) -> Poll<Option<T>> {
+        let core = &self.core;
+        match core.state.get() {
+            State::Finished => return Poll::Ready(None),
+            State::NotStarted => {
+                core.state.set(State::Started);
+                *core.home.borrow_mut() =
+                    register(Rc::downgrade(&self.erased), &|| core.describe());
+            }
+            State::Started => {}
+        }
+        let Some(mut body) = core.body.take() else {
+            return Poll::Ready(None);
+        };
+        match catch_unwind(AssertUnwindSafe(|| body.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => {
+                core.body.set(Some(body));
+                match core.chan.item.take() {
+                    Some(item) => Poll::Ready(Some(item)),
+                    None => Poll::Pending,
+                }
+            }
+            Ok(Poll::Ready(_)) => {
+                core.state.set(State::Finished);
+                Poll::Ready(None)
+            }
+            Err(payload) => {
+                core.state.set(State::Finished);
+                drop(body);
+                resume_unwind(payload)
+            }
+        }
+    }
+}
+
+impl<T: 'static> Stream for AsyncGen<T> {
+    type Item = T;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Cx<'_>) -> Poll<Option<T>> {
+        self.poll_item(cx)
+    }
+}
+
+/// The finalizer (R5.3): a started, unfinished generator is closed on the loop.
+impl<T> Drop for AsyncGen<T> {
+    fn drop(&mut self) {
+        if self.core.state.get() != State::Started {
+            return;
+        }
+        if let Some(cleanup) = self.erased.close_now() {
+            schedule_cleanup(cleanup, self.core.home.borrow_mut().take());
+        }
+    }
+}
+
+impl<T> fmt::Debug for AsyncGen<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncGen")
+            .field("state", &self.core.state.get())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The body's side of a generator: hands items to the consumer.
+pub struct Yielder<T> {
+    chan: Rc<Channel<T>>,
+}
+
+impl<T> Yielder<T> {
+    /// Hand `value` to the consumer and wait until it asks for the next one. Returns
+    /// `Err(GeneratorExit)` instead when the generator is being closed: return it.
+    pub async fn yield_(&self, value: T) -> Result<(), GeneratorExit> {
+        let chan = &self.chan;
+        if chan.closing.get() && !chan.exit_delivered.replace(true) {
+            return Err(GeneratorExit);
+        }
+        chan.item.set(Some(value));
+        let mut suspended = false;
+        poll_fn(|_| {
+            if !suspended {
+                suspended = true;
+                return Poll::Pending; // the consumer takes the item and polls again for the next
+            }
+            if chan.closing.get() {
+                chan.exit_delivered.set(true);
+                Poll::Ready(Err(GeneratorExit))
+            } else {
+                Poll::Ready(Ok(()))
+            }
+        })
+        .await
+    }
+}
+
+impl<T> fmt::Debug for Yielder<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Yielder").finish_non_exhaustive()
+    }
+}
+
+/// Attach an async cleanup to any stream: `cleanup(stream)` runs exactly once, when the returned
+/// stream is dropped (exhausted or not) or when `shutdown_asyncgens` closes it.
+///
+/// `S: Unpin` so the stream can be handed back to `cleanup` by value; pin a `!Unpin` stream with
+/// `Box::pin` first.
+///
+/// ```
+/// use std::{cell::Cell, rc::Rc};
+/// use futures_lite::StreamExt;
+///
+/// let closed = Rc::new(Cell::new(0));
+/// let c = closed.clone();
+/// runner_core::run(async move {
+///     let mut rows = runner_core::finalize(futures_lite::stream::iter([1, 2, 3]), move |_rows| async move {
+///         runner_core::yield_now().await;
+///         c.set(c.get() + 1);
+///     });
+///     assert_eq!(rows.next().await, Some(1));
+///     drop(rows);                      // stopped early: the cleanup runs on the loop
+///     runner_core::yield_now().await;
+/// })
+/// .unwrap();
+/// assert_eq!(closed.get(), 1);
+/// ```
+#[track_caller]
+pub fn finalize<S, F, Fut>(stream: S, cleanup: F) -> Finalized<S>
+where
+    S: Stream + Unpin + 'static,
+    F: FnOnce(S) -> Fut + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let close: CloseFn<S> = Box::new(move |s| Box::pin(cleanup(s)));
+    let core = Rc::new(FinCore {
+        parts: RefCell::new(Some((stream, close))),
+        created_at: Location::caller(),
+        ctx: Context::current(),
+        home: RefCell::new(None),
+        registered: Cell::new(false),
+    });
+    Finalized {
+        erased: core.clone(),
+        core,
+    }
+}
+
+/// The stream's cleanup, erased to a boxed future.
+type CloseFn<S> = Box<dyn FnOnce(S) -> Cleanup>;
+
+struct FinCore<S> {
+    parts: RefCell<Option<(S, CloseFn<S>)>>,
+    created_at: &'static Location<'static>,
+    ctx: Context,
+    home: RefCell<Option<Weak<LoopInner>>>,
+    registered: Cell<bool>,
+}
+
+impl<S: 'static> Closable for FinCore<S> {
+    fn close_now(&self) -> Option<Cleanup> {
+        let (stream, close) = self.parts.borrow_mut().take()?;
+        let name = self.describe();
+        Some(guarded(
+            in_context(self.ctx.clone(), close(stream)),
+            move || format!("cleanup of {name}"),
+        ))
+    }
+
+    fn describe(&self) -> String {
+        let at = self.created_at;
+        format!(
+            "<Finalized stream created at {}:{}:{}>",
+            at.file(),
+            at.line(),
+            at.column()
+        )
+    }
+}
+
+/// A stream with an async cleanup attached by [`finalize`].
+pub struct Finalized<S> {
+    core: Rc<FinCore<S>>,
+    /// The same core, type-erased where `S: 'static` was known, so `Drop` can close it.
+    erased: Rc<dyn Closable>,
+}
+
+impl<S: Stream + Unpin + 'static> Stream for Finalized<S> {
+    type Item = S::Item;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Cx<'_>) -> Poll<Option<S::Item>> {
+        let core = &self.core;
+        if !core.registered.replace(true) {
+            *core.home.borrow_mut() = register(Rc::downgrade(&self.erased), &|| core.describe());
+        }
+        match core.parts.borrow_mut().as_mut() {
+            Some((stream, _)) => Pin::new(stream).poll_next(cx),
+            None => Poll::Ready(None),
+        }
+    }
+}
+
+impl<S> Drop for Finalized<S> {
+    fn drop(&mut self) {
+        if let Some(cleanup) = self.erased.close_now() {
+            schedule_cleanup(cleanup, self.core.home.borrow_mut().take());
+        }
+    }
+}
+
+impl<S> fmt::Debug for Finalized<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Finalized")
+            .field("closed", &self.core.parts.borrow().is_none())
+            .finish()
+    }
+}
