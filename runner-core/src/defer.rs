@@ -116,8 +116,39 @@ pub(crate) fn schedule_cleanup(cleanup: Cleanup, home: Option<Weak<LoopInner>>) 
     }
 }
 
+thread_local! {
+    /// Set after a second Ctrl-C: the user wants out now, so cleanups are not waited for.
+    static ABANDONING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// While the guard lives, cleanups that would run on the spot are dropped with a warning
+/// instead (R6.3: after the second Ctrl-C nothing is waited for).
+pub(crate) struct Abandoning(bool);
+
+impl Abandoning {
+    pub(crate) fn new(on: bool) -> Self {
+        Abandoning(ABANDONING.with(|a| a.replace(on)))
+    }
+}
+
+impl Drop for Abandoning {
+    fn drop(&mut self) {
+        ABANDONING.with(|a| a.set(self.0));
+    }
+}
+
 /// With no loop left to run them, drive cleanups to completion on this thread.
 pub(crate) fn run_on_the_spot(cleanups: Vec<Cleanup>) {
+    if cleanups.is_empty() {
+        return;
+    }
+    if ABANDONING.with(|a| a.get()) {
+        eprintln!(
+            "runner: {} async cleanup(s) skipped: Ctrl-C was pressed twice, nothing is waited for",
+            cleanups.len()
+        );
+        return;
+    }
     for cleanup in cleanups {
         async_io::block_on(cleanup);
     }

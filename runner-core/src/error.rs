@@ -39,6 +39,22 @@ impl fmt::Display for RunError {
     }
 }
 
+impl RunError {
+    /// End the process the way a program's entry point should for this error (R6.6, R9.1):
+    /// `Interrupted` ends it as killed by SIGINT (Unix: SIGINT's default action re-raised, so
+    /// shells see status 130; Windows: exit code 0xC000013A); any other error prints
+    /// `error: <message>` to stderr and exits with status 1. `#[runner::main]` calls this.
+    pub fn exit(self) -> ! {
+        match self {
+            RunError::Interrupted => crate::signal::end_process_as_interrupted(),
+            other => {
+                eprintln!("error: {other}");
+                std::process::exit(1)
+            }
+        }
+    }
+}
+
 impl std::error::Error for RunError {}
 
 /// Why awaiting a [`Task`](crate::Task) gave no value.

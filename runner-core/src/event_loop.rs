@@ -31,7 +31,11 @@ use std::rc::Weak;
 
 use async_executor::LocalExecutor;
 
+use futures_lite::FutureExt;
+
 use crate::asyncgen::Closable;
+use crate::defer::Abandoning;
+use crate::signal::Interrupt;
 use crate::task::Cleanup;
 
 use crate::blocking::DefaultExecutor;
@@ -250,15 +254,18 @@ impl EventLoop {
     #[track_caller]
     pub fn run_until_complete<F: IntoFuture>(&self, fut: F) -> Result<F::Output, RunError> {
         let mut ctx = Context::current();
-        self.run_main(fut.into_future(), &mut ctx, Location::caller())
+        self.run_main(fut.into_future(), &mut ctx, Location::caller(), None)
     }
 
-    /// Run `fut` as the main task in `ctx`, leaving the task's final context in `ctx`.
+    /// Run `fut` as the main task in `ctx`, leaving the task's final context in `ctx`. With an
+    /// `interrupt` (a runner on the main thread), Ctrl-C cancels the main task and a second one
+    /// makes this return `Err(Interrupted)` at once (R6.2, R6.3).
     pub(crate) fn run_main<F: Future>(
         &self,
         fut: F,
         ctx: &mut Context,
         at: &'static Location<'static>,
+        interrupt: Option<&Interrupt>,
     ) -> Result<F::Output, RunError> {
         if get_running_loop().is_some() {
             return Err(RunError::NestedRun);
@@ -267,22 +274,46 @@ impl EventLoop {
             return Err(RunError::Closed);
         }
         let header = Header::new(Some("main"), at, Some(self.inner.shared.clone()));
+        let main_ref = TaskRef::from_header(header.clone());
+        // Declared before `main` so that it is dropped after it: after a second Ctrl-C, the
+        // cleanups the abandoned main task leaves are not waited for.
+        let _abandoning;
         let mut main = pin!(TaskFuture::new(
             fut,
-            header.clone(),
+            header,
             std::mem::take(ctx),
             Slot::Never
         ));
         let executor = self.inner.executor.borrow().clone();
+        if let Some(interrupt) = interrupt {
+            interrupt.set_main(Some(main_ref.clone()));
+        }
         let output = {
             let _running = RunningGuard::enter(self);
-            async_io::block_on(executor.run(main.as_mut()))
+            let main = executor.run(main.as_mut());
+            match interrupt {
+                None => Some(async_io::block_on(main)),
+                Some(interrupt) => async_io::block_on(async { Some(main.await) }.or(async {
+                    interrupt.aborted().await;
+                    None
+                })),
+            }
         };
+        if let Some(interrupt) = interrupt {
+            interrupt.set_main(None);
+            interrupt.set_returned();
+        }
         *ctx = main.as_mut().take_context();
+        let Some(output) = output else {
+            _abandoning = Abandoning::new(true);
+            return Err(RunError::Interrupted);
+        };
         match output {
             Some(value) => Ok(value),
-            None => match header.take_panic() {
+            None => match main_ref.take_panic() {
                 Some(payload) => resume_unwind(payload),
+                None if main_ref.is_cancelled_by_code() => Err(RunError::Cancelled),
+                None if interrupt.is_some_and(|i| i.presses() > 0) => Err(RunError::Interrupted),
                 None => Err(RunError::Cancelled),
             },
         }

@@ -23,8 +23,10 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe, Location};
 use std::time::Duration;
 
 use crate::context::Context;
+use crate::defer::Abandoning;
 use crate::error::RunError;
 use crate::event_loop::{get_running_loop, EventLoop};
+use crate::signal;
 
 /// Python's `constants.THREAD_JOIN_TIMEOUT`.
 const DEFAULT_EXECUTOR_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(300);
@@ -48,6 +50,8 @@ pub struct Runner {
     executor_shutdown_timeout: Duration,
     event_loop: RefCell<Option<EventLoop>>,
     context: RefCell<Context>,
+    /// A second Ctrl-C ended a run: close waits for nothing.
+    abandoned: Cell<bool>,
 }
 
 impl Runner {
@@ -95,13 +99,19 @@ impl Runner {
             return Err(RunError::NestedRun);
         }
         let lp = self.lazy_init()?;
-        match ctx {
-            Some(ctx) => lp.run_main(fut.into_future(), ctx, at),
+        let handling = signal::begin(false);
+        let interrupt = handling.as_ref().map(|h| h.interrupt());
+        let result = match ctx {
+            Some(ctx) => lp.run_main(fut.into_future(), ctx, at, interrupt),
             None => {
                 let mut own = PutBack::take(&self.context);
-                lp.run_main(fut.into_future(), &mut own.ctx, at)
+                lp.run_main(fut.into_future(), &mut own.ctx, at, interrupt)
             }
+        };
+        if interrupt.is_some_and(|i| i.is_aborted()) {
+            self.abandoned.set(true);
         }
+        result
     }
 
     /// The runner's loop, creating it (and the runner's context) on first use.
@@ -147,7 +157,7 @@ impl Runner {
         self.state.set(State::Closed);
         self.event_loop.borrow_mut().take();
         if let Some(lp) = lp {
-            close_loop(&lp, self.executor_shutdown_timeout);
+            close_loop(&lp, self.executor_shutdown_timeout, self.abandoned.get());
         }
     }
 
@@ -176,12 +186,31 @@ impl Drop for PutBack<'_> {
     }
 }
 
-/// R2's steps. Inside another running loop the waiting steps cannot run; the loop is still closed.
-fn close_loop(lp: &EventLoop, timeout: Duration) {
-    let _ = lp.run_until_complete(lp.cancel_all_tasks());
-    let _ = lp.run_until_complete(lp.shutdown_asyncgens());
-    let _ = lp.run_until_complete(lp.shutdown_default_executor(Some(timeout)));
+/// R2's steps, in order. Inside another running loop the waiting steps cannot run, and after a
+/// second Ctrl-C (before or during close) nothing is waited for; the loop is closed either way.
+fn close_loop(lp: &EventLoop, timeout: Duration, abandoned: bool) {
+    let mut abandoned = abandoned;
+    if !abandoned {
+        let handling = signal::begin(true);
+        let interrupt = handling.as_ref().map(|h| h.interrupt());
+        let _ = close_step(lp, lp.cancel_all_tasks(), interrupt)
+            && close_step(lp, lp.shutdown_asyncgens(), interrupt)
+            && close_step(lp, lp.shutdown_default_executor(Some(timeout)), interrupt);
+        abandoned = interrupt.is_some_and(|i| i.is_aborted());
+    }
+    let _abandoning = Abandoning::new(abandoned);
     lp.close();
+}
+
+/// Run one waiting step of close; false if Ctrl-C stopped the waiting (R6.5).
+#[track_caller]
+fn close_step<F: std::future::Future<Output = ()>>(
+    lp: &EventLoop,
+    step: F,
+    interrupt: Option<&signal::Interrupt>,
+) -> bool {
+    let result = lp.run_main(step, &mut Context::new(), Location::caller(), interrupt);
+    result != Err(RunError::Interrupted)
 }
 
 impl Default for Runner {
@@ -265,6 +294,7 @@ impl RunnerBuilder {
             executor_shutdown_timeout: self.executor_shutdown_timeout,
             event_loop: RefCell::new(None),
             context: RefCell::new(Context::new()),
+            abandoned: Cell::new(false),
         }
     }
 

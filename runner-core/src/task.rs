@@ -42,6 +42,8 @@ const CANCEL_REQUESTED: u8 = 1;
 const FINISHED: u8 = 2;
 const PANICKED: u8 = 4;
 const DETACHED: u8 = 8;
+/// `cancel()` was called by code (not only by Ctrl-C): R6.2's Interrupted/Cancelled distinction.
+const CANCELLED_BY_CODE: u8 = 16;
 
 static NEXT_TASK_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -115,8 +117,8 @@ impl Header {
         }
     }
 
-    fn cancel(&self) {
-        let prev = self.state.fetch_or(CANCEL_REQUESTED, Ordering::AcqRel);
+    fn cancel(&self, flags: u8) {
+        let prev = self.state.fetch_or(flags, Ordering::AcqRel);
         if prev & (FINISHED | CANCEL_REQUESTED) == 0 {
             // Not polled yet means it is queued and will see the flag on its first poll.
             if let Some(waker) = self.waker.get() {
@@ -474,7 +476,7 @@ impl<T> Task<T> {
     /// middle of a poll) and awaiting it gives `Err(TaskError::Cancelled)`. Does nothing if the
     /// task has finished.
     pub fn cancel(&self) {
-        self.header.cancel();
+        self.header.cancel(CANCEL_REQUESTED | CANCELLED_BY_CODE);
     }
 
     /// True once the task has finished: returned, panicked or been cancelled.
@@ -549,7 +551,21 @@ impl TaskRef {
 
     /// See [`Task::cancel`].
     pub fn cancel(&self) {
-        self.0.cancel();
+        self.0.cancel(CANCEL_REQUESTED | CANCELLED_BY_CODE);
+    }
+
+    /// Ctrl-C's cancellation: like `cancel`, but not counted as cancelled by code.
+    pub(crate) fn cancel_for_interrupt(&self) {
+        self.0.cancel(CANCEL_REQUESTED);
+    }
+
+    pub(crate) fn take_panic(&self) -> Option<Box<dyn Any + Send>> {
+        self.0.take_panic()
+    }
+
+    /// True if code (not only Ctrl-C) cancelled the task.
+    pub(crate) fn is_cancelled_by_code(&self) -> bool {
+        self.0.has(CANCELLED_BY_CODE)
     }
 
     /// True once the task has finished.

@@ -1,0 +1,216 @@
+//! Two-stage Ctrl-C (R6). The first Ctrl-C cancels the main task, so its destructors and async
+//! cleanup run; the second makes `run` return `Err(Interrupted)` at once, and ends the process
+//! if the loop thread is stuck in a poll that never returns.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! let result = runner_core::run(async {
+//!     let _bye = runner_core::defer(async { println!("async cleanup runs on Ctrl-C") });
+//!     runner_core::sleep(Duration::from_secs(3600)).await;
+//! });
+//! if let Err(err) = result {
+//!     err.exit(); // Interrupted: ends the process as killed by SIGINT (status 130 in shells)
+//! }
+//! ```
+//!
+//! `ctrlc` allows one handler per process and no removal, so one dispatcher is installed on the
+//! first run that needs it and stays. What it does depends on the state kept here: with a run or
+//! close in progress it talks to that run; with none it ends the process as SIGINT's default
+//! action would. If the program handles SIGINT itself (its own `ctrlc` handler, a custom or an
+//! ignored disposition), runner leaves SIGINT alone. Only the process's main thread uses it, so a
+//! runner on another thread (a `#[runner::test]`, say) never catches Ctrl-C.
+
+use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use crate::task::TaskRef;
+
+/// How long a loop thread stuck in one poll gets after the second Ctrl-C before the process is
+/// ended (R6.3 asks for half a second at most).
+const STUCK_LOOP_GRACE: Duration = Duration::from_millis(400);
+
+/// What Ctrl-C talks to while one run (or one close) is in progress on the main thread.
+#[derive(Default)]
+pub(crate) struct Interrupt {
+    presses: AtomicU32,
+    aborted: AtomicBool,
+    returned: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+    main: Mutex<Option<TaskRef>>,
+    closing: AtomicBool,
+}
+
+impl Interrupt {
+    pub(crate) fn presses(&self) -> u32 {
+        self.presses.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn is_aborted(&self) -> bool {
+        self.aborted.load(Ordering::SeqCst)
+    }
+
+    /// The task the first Ctrl-C cancels. During close there is none: a press stops the
+    /// waiting at once (R6.5).
+    pub(crate) fn set_main(&self, task: Option<TaskRef>) {
+        if !self.closing.load(Ordering::SeqCst) {
+            *lock(&self.main) = task;
+        }
+    }
+
+    /// The loop thread is back from `block_on`: it was not stuck.
+    pub(crate) fn set_returned(&self) {
+        self.returned.store(true, Ordering::SeqCst);
+    }
+
+    fn abort(&self) {
+        self.aborted.store(true, Ordering::SeqCst);
+        if let Some(waker) = lock(&self.waker).take() {
+            waker.wake();
+        }
+    }
+
+    /// Completes when the second Ctrl-C asks the run to return at once.
+    pub(crate) async fn aborted(&self) {
+        poll_fn(|cx| {
+            if self.is_aborted() {
+                return Poll::Ready(());
+            }
+            *lock(&self.waker) = Some(cx.waker().clone());
+            match self.is_aborted() {
+                true => Poll::Ready(()),
+                false => Poll::Pending,
+            }
+        })
+        .await
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Install {
+    NotTried,
+    Ours,
+    /// The program handles SIGINT itself: never touch it.
+    Foreign,
+}
+
+struct Dispatch {
+    install: Install,
+    active: Option<Arc<Interrupt>>,
+}
+
+static DISPATCH: Mutex<Dispatch> = Mutex::new(Dispatch {
+    install: Install::NotTried,
+    active: None,
+});
+
+/// Keeps a run or close registered with the dispatcher; unregisters on drop.
+pub(crate) struct Handling {
+    interrupt: Arc<Interrupt>,
+    prev: Option<Arc<Interrupt>>,
+}
+
+impl Handling {
+    pub(crate) fn interrupt(&self) -> &Interrupt {
+        &self.interrupt
+    }
+}
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        self.interrupt.set_returned();
+        lock(&DISPATCH).active = self.prev.take();
+    }
+}
+
+/// Handle Ctrl-C for a run (`closing` false) or a close starting on this thread. `None` off the
+/// main thread or when the program handles SIGINT itself (R6.1).
+pub(crate) fn begin(closing: bool) -> Option<Handling> {
+    if std::thread::current().name() != Some("main") {
+        return None;
+    }
+    let mut dispatch = lock(&DISPATCH);
+    if dispatch.install == Install::NotTried {
+        dispatch.install = match ctrlc::try_set_handler(on_ctrl_c) {
+            Ok(()) => Install::Ours,
+            Err(_) => Install::Foreign,
+        };
+    }
+    if dispatch.install == Install::Foreign {
+        return None;
+    }
+    let interrupt = Arc::new(Interrupt::default());
+    interrupt.closing.store(closing, Ordering::SeqCst);
+    let prev = dispatch.active.replace(interrupt.clone());
+    Some(Handling { interrupt, prev })
+}
+
+/// The dispatcher: runs on ctrlc's own thread, not in a signal handler.
+fn on_ctrl_c() {
+    let active = lock(&DISPATCH).active.clone();
+    let Some(interrupt) = active else {
+        // R6.4: no run and no close in progress: Ctrl-C has its default effect.
+        end_process_as_interrupted();
+    };
+    let presses = interrupt.presses.fetch_add(1, Ordering::SeqCst) + 1;
+    if presses == 1 {
+        let main = lock(&interrupt.main).clone();
+        if let Some(main) = main.filter(|m| !m.is_finished()) {
+            // R6.2: cancel main (its destructors and async cleanup run) and wake the loop.
+            main.cancel_for_interrupt();
+            return;
+        }
+    }
+    // R6.3, R6.5: return at once; a loop stuck in one poll cannot, so end the process.
+    interrupt.abort();
+    let deadline = Instant::now() + STUCK_LOOP_GRACE;
+    while Instant::now() < deadline {
+        if interrupt.returned.load(Ordering::SeqCst) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    end_process_as_interrupted();
+}
+
+/// End the process as SIGINT's default action would (R6.4, R6.6): on Unix, killed by SIGINT
+/// (shells report status 130); on Windows, exit code `STATUS_CONTROL_C_EXIT` (0xC000013A).
+pub(crate) fn end_process_as_interrupted() -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    #[cfg(unix)]
+    {
+        raise_default_sigint();
+        // Only reached if SIGINT is blocked on this thread: exit with the shell's status for it.
+        std::process::exit(130)
+    }
+    #[cfg(windows)]
+    {
+        std::process::exit(0xC000_013A_u32 as i32)
+    }
+    #[cfg(not(any(unix, windows)))]
+    {
+        std::process::exit(130)
+    }
+}
+
+/// Restore SIGINT's default action and raise it. No safe API can reset a signal disposition.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn raise_default_sigint() {
+    // SAFETY: `signal` and `raise` take plain integers and touch no memory of ours. They run on
+    // an ordinary thread (not in a signal handler); the only effect is restoring SIGINT's default
+    // disposition and delivering SIGINT, which terminates the process.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_DFL);
+        libc::raise(libc::SIGINT);
+    }
+}

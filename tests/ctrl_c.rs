@@ -1,0 +1,750 @@
+//! R6: two-stage Ctrl-C, tested with real signals.
+//!
+//! This test binary is its own subject. Run by `cargo test`, it is the driver: for each scenario
+//! it starts itself again with `RUNNER_CTRL_C_SCENARIO=<name>`, waits for the child to say it is
+//! ready, sends it SIGINT with `kill -INT`, and checks what the child printed and how it exited.
+//! In the child the scenario runs in `main`, on the process's main thread, where the runner
+//! handles SIGINT (Cargo's normal test harness runs tests on other threads).
+//!
+//! Timings are printed, never asserted closer than 10x their target: CI machines are noisy.
+
+use std::time::Duration;
+
+const SCENARIO_VAR: &str = "RUNNER_CTRL_C_SCENARIO";
+
+fn main() {
+    match std::env::var(SCENARIO_VAR) {
+        Ok(name) => child::run(&name),
+        Err(_) => driver::run(),
+    }
+}
+
+/// Microseconds since the Unix epoch: comparable between the driver and the child.
+fn now_us() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros())
+}
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// The scenarios, as run inside the child process.
+mod child {
+    use std::cell::Cell;
+    use std::io::Write;
+    use std::rc::Rc;
+    use std::time::Duration;
+
+    use super::{now_us, LONG};
+    use runner::Runner;
+
+    fn say(line: impl AsRef<str>) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}", line.as_ref());
+        let _ = out.flush();
+    }
+
+    /// Prints when the main future's destructors run.
+    struct Destructor;
+    impl Drop for Destructor {
+        fn drop(&mut self) {
+            say(format!("destructor ran at {}", now_us()));
+        }
+    }
+
+    async fn sleep_with_cleanup() {
+        let _destructor = Destructor;
+        let _cleanup = runner::defer(async {
+            runner::sleep(Duration::from_millis(2)).await;
+            say("deferred cleanup ran");
+        });
+        say("ready");
+        runner::sleep(LONG).await;
+        say("never: the sleep was not interrupted");
+    }
+
+    pub fn run(name: &str) {
+        match name {
+            // R6.2, R6.7: one Ctrl-C while main awaits a long sleep.
+            "sleep_interrupted" => {
+                let runner = Runner::new();
+                let result = runner.run(sleep_with_cleanup());
+                say(format!("run returned {result:?}"));
+            }
+            // R6.6: the same, ending the process the way #[runner::main] does.
+            "sleep_interrupted_exit" => {
+                let runner = Runner::new();
+                let result = runner.run(sleep_with_cleanup());
+                say(format!("run returned {result:?}"));
+                runner.close();
+                if let Err(err) = result {
+                    err.exit();
+                }
+            }
+            // R6.3: a main task that never awaits; the second Ctrl-C ends the process.
+            "spin" => {
+                let runner = Runner::new();
+                let _ = runner.run(async {
+                    say("ready");
+                    let mut n = 0_u64;
+                    loop {
+                        n = std::hint::black_box(n.wrapping_add(1));
+                    }
+                });
+                say("never: run cannot return from a loop that never yields");
+            }
+            // R6.3: a deferred cleanup that never finishes; the second Ctrl-C makes run return.
+            "cleanup_hangs" => {
+                let runner = Runner::new();
+                let result = runner.run(async {
+                    let _cleanup = runner::defer(async {
+                        say("cleanup started");
+                        std::future::pending::<()>().await;
+                    });
+                    say("ready");
+                    runner::sleep(LONG).await;
+                });
+                say(format!("run returned {result:?}"));
+                runner.close();
+                say("closed");
+            }
+            // R6.4: after the run returned, Ctrl-C has its default effect.
+            "after_run" => {
+                let runner = Runner::new();
+                say(format!("run returned {:?}", runner.run(async { 1 })));
+                say("ready");
+                std::thread::sleep(LONG);
+                say("never: the process should have been killed");
+            }
+            // R6.1: the program's own handler, installed first, wins; main is not cancelled.
+            "own_handler" => {
+                ctrlc::set_handler(|| say("own handler ran"))
+                    .expect("install the program's handler");
+                let runner = Runner::new();
+                let result = runner.run(async {
+                    let _destructor = Destructor;
+                    say("ready");
+                    runner::sleep(Duration::from_millis(800)).await;
+                    say("main finished normally");
+                });
+                say(format!("run returned {result:?}"));
+            }
+            // R6.1: a runner off the main thread never intercepts Ctrl-C.
+            "non_main_thread" => {
+                let thread = std::thread::spawn(|| {
+                    let runner = Runner::new();
+                    let _ = runner.run(sleep_with_cleanup());
+                });
+                let _ = thread.join();
+                say("never: the process should have been killed");
+            }
+            // R6.5: Ctrl-C during close stops the waiting; the loop is closed and close returns.
+            "ctrl_c_during_close" => {
+                let runner = Runner::new();
+                runner
+                    .run(async {
+                        drop(runner::spawn(async {
+                            let _cleanup = runner::defer(async {
+                                say("ready: a leftover task's cleanup hangs in close");
+                                std::future::pending::<()>().await;
+                            });
+                            runner::sleep(LONG).await;
+                        }));
+                        runner::yield_now().await;
+                    })
+                    .expect("main returns normally");
+                let lp = runner.get_loop().expect("the loop exists");
+                runner.close();
+                say(format!("close returned; loop closed: {}", lp.is_closed()));
+            }
+            // CPython test_interrupt_call_soon: main never waits on anything but yields.
+            "test_interrupt_call_soon" => {
+                let runner = Runner::new();
+                let result = runner.run(async {
+                    let _destructor = Destructor;
+                    say("ready");
+                    loop {
+                        runner::yield_now().await;
+                    }
+                });
+                say(format!("run returned {result:?}"));
+            }
+            // CPython test_interrupt_wait: main waits on a long sleep.
+            "test_interrupt_wait" => {
+                let runner = Runner::new();
+                let result = runner.run(async {
+                    say("ready");
+                    runner::sleep(Duration::from_secs(10)).await;
+                });
+                say(format!("run returned {result:?}"));
+            }
+            // CPython test_interrupt_cancelled_task: code cancels main too, so run returns
+            // Cancelled rather than Interrupted (R6.2).
+            "test_interrupt_cancelled_task" => {
+                let runner = Runner::new();
+                let result = runner.run(async {
+                    let main = runner::current_task().expect("main is a task");
+                    let code_cancelled = Rc::new(Cell::new(false));
+                    let flag = code_cancelled.clone();
+                    drop(runner::spawn(async move {
+                        while !main.is_cancel_requested() {
+                            runner::sleep(Duration::from_millis(1)).await;
+                        }
+                        main.cancel(); // code cancels the main task as well
+                        flag.set(true);
+                    }));
+                    let _cleanup = runner::defer(async move {
+                        while !code_cancelled.get() {
+                            runner::sleep(Duration::from_millis(1)).await;
+                        }
+                    });
+                    say("ready");
+                    runner::sleep(Duration::from_secs(10)).await;
+                });
+                say(format!("run returned {result:?}"));
+            }
+            other => {
+                eprintln!("unknown scenario {other}");
+                std::process::exit(2);
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+mod driver {
+    use std::io::{BufRead, BufReader, Read};
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    use std::process::{Command, ExitStatus, Stdio};
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    use super::{now_us, SCENARIO_VAR};
+
+    const WAIT: Duration = Duration::from_secs(20);
+
+    struct Child {
+        name: &'static str,
+        process: std::process::Child,
+        lines: mpsc::Receiver<String>,
+        seen: Vec<String>,
+        stderr: std::thread::JoinHandle<String>,
+    }
+
+    impl Child {
+        /// Start this binary in the child role, running scenario `name`.
+        fn start(name: &'static str) -> Result<Child, String> {
+            let exe = std::env::current_exe().map_err(|e| format!("no test binary path: {e}"))?;
+            let mut command = Command::new(exe);
+            command.env(SCENARIO_VAR, name);
+            Child::spawn(name, command)
+        }
+
+        fn spawn(name: &'static str, mut command: Command) -> Result<Child, String> {
+            command
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            // A shell starts background jobs with SIGINT ignored, and children inherit that; the
+            // runner rightly leaves an ignored SIGINT alone (R6.1). Give each child the default
+            // disposition a program started from a terminal has, wherever the tests run.
+            // SAFETY: between fork and exec only async-signal-safe calls are allowed; signal(2)
+            // is one, and the closure touches no memory.
+            #[allow(unsafe_code)]
+            unsafe {
+                command.pre_exec(|| {
+                    libc::signal(libc::SIGINT, libc::SIG_DFL);
+                    Ok(())
+                });
+            }
+            let mut process = command
+                .spawn()
+                .map_err(|e| format!("cannot start the child: {e}"))?;
+            let stdout = process.stdout.take().ok_or("no stdout")?;
+            let mut stderr = process.stderr.take().ok_or("no stderr")?;
+            let (tx, lines) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            let stderr = std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = stderr.read_to_string(&mut text);
+                text
+            });
+            Ok(Child {
+                name,
+                process,
+                lines,
+                seen: Vec::new(),
+                stderr,
+            })
+        }
+
+        /// Wait for a line starting with `prefix`; the line.
+        fn expect_line(&mut self, prefix: &str) -> Result<String, String> {
+            let deadline = Instant::now() + WAIT;
+            while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+                match self.lines.recv_timeout(left) {
+                    Ok(line) => {
+                        self.seen.push(line.clone());
+                        if line.starts_with(prefix) {
+                            return Ok(line);
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            Err(format!(
+                "{}: no line starting with {prefix:?}; saw {:?}",
+                self.name, self.seen
+            ))
+        }
+
+        /// Send SIGINT with `kill`, as a user's Ctrl-C would; the time it was sent.
+        fn sigint(&self) -> Result<u128, String> {
+            let sent = now_us();
+            let status = Command::new("kill")
+                .args(["-INT", &self.process.id().to_string()])
+                .status()
+                .map_err(|e| format!("cannot run kill: {e}"))?;
+            match status.success() {
+                true => Ok(sent),
+                false => Err(format!("kill -INT failed: {status}")),
+            }
+        }
+
+        /// Send SIGINT with the kill(2) system call: the send time is then exact, for measuring
+        /// latency (the `kill` command adds its own start-up, milliseconds, to the figure).
+        fn sigint_now(&self) -> Result<u128, String> {
+            let pid = libc::pid_t::try_from(self.process.id()).map_err(|e| e.to_string())?;
+            let sent = now_us();
+            // SAFETY: kill(2) takes two integers and touches no memory; `pid` is our own child,
+            // which has not been waited for, so the pid cannot have been reused.
+            #[allow(unsafe_code)]
+            let rc = unsafe { libc::kill(pid, libc::SIGINT) };
+            match rc {
+                0 => Ok(sent),
+                _ => Err(format!(
+                    "kill(2) failed: {}",
+                    std::io::Error::last_os_error()
+                )),
+            }
+        }
+
+        fn still_running(&mut self) -> bool {
+            matches!(self.process.try_wait(), Ok(None))
+        }
+
+        /// Wait for the child to exit; its status and everything it printed.
+        fn finish(mut self) -> Result<(ExitStatus, Vec<String>, String), String> {
+            let deadline = Instant::now() + WAIT;
+            let status = loop {
+                if let Some(status) = self.process.try_wait().map_err(|e| e.to_string())? {
+                    break status;
+                }
+                if Instant::now() > deadline {
+                    let _ = self.process.kill();
+                    return Err(format!(
+                        "{}: did not exit within {WAIT:?}; saw {:?}",
+                        self.name, self.seen
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            };
+            self.seen.extend(self.lines.iter());
+            let stderr = self.stderr.join().unwrap_or_default();
+            Ok((status, self.seen, stderr))
+        }
+    }
+
+    fn check(ok: bool, what: &str, out: &[String], stderr: &str) -> Result<(), String> {
+        match ok {
+            true => Ok(()),
+            false => Err(format!("{what}\n    stdout: {out:?}\n    stderr: {stderr}")),
+        }
+    }
+
+    fn index_of(out: &[String], prefix: &str) -> Option<usize> {
+        out.iter().position(|l| l.starts_with(prefix))
+    }
+
+    fn killed_by_sigint(status: ExitStatus) -> bool {
+        status.signal() == Some(2)
+    }
+
+    /// One Ctrl-C while main sleeps: destructor, then async cleanup, then Interrupted. Prints
+    /// the R6.7 latency (SIGINT sent to destructor running).
+    fn sleep_interrupted() -> Result<(), String> {
+        let mut child = Child::start("sleep_interrupted")?;
+        child.expect_line("ready")?;
+        std::thread::sleep(Duration::from_millis(20)); // let the loop go idle in its long sleep
+        let sent = child.sigint_now()?;
+        let destructor = child.expect_line("destructor ran at ")?;
+        let ran: u128 = destructor
+            .trim_start_matches("destructor ran at ")
+            .parse()
+            .map_err(|e| format!("{e}"))?;
+        let latency_us = ran.saturating_sub(sent);
+        println!(
+            "    R6.7 latency, SIGINT sent to the main task's destructor: {:.3} ms",
+            latency_us as f64 / 1000.0
+        );
+        let (status, out, err) = child.finish()?;
+        check(status.success(), "the process exits normally", &out, &err)?;
+        let (d, c, r) = (
+            index_of(&out, "destructor ran"),
+            index_of(&out, "deferred cleanup ran"),
+            index_of(&out, "run returned Err(Interrupted)"),
+        );
+        check(
+            d.is_some() && c.is_some() && r.is_some(),
+            "destructor, cleanup and Interrupted all seen",
+            &out,
+            &err,
+        )?;
+        check(
+            d < r && c < r,
+            "run returned only after the destructor and the async cleanup",
+            &out,
+            &err,
+        )?;
+        check(
+            latency_us < 100_000,
+            "latency within 10x the 10 ms target",
+            &out,
+            &err,
+        )
+    }
+
+    fn sleep_interrupted_exit() -> Result<(), String> {
+        let mut child = Child::start("sleep_interrupted_exit")?;
+        child.expect_line("ready")?;
+        child.sigint()?;
+        let (status, out, err) = child.finish()?;
+        check(
+            killed_by_sigint(status),
+            "the process ends killed by SIGINT (signal 2)",
+            &out,
+            &err,
+        )?;
+        check(
+            index_of(&out, "destructor ran").is_some(),
+            "the destructor ran",
+            &out,
+            &err,
+        )?;
+        check(
+            index_of(&out, "deferred cleanup ran").is_some(),
+            "the async cleanup ran",
+            &out,
+            &err,
+        )
+    }
+
+    fn spin() -> Result<(), String> {
+        let mut child = Child::start("spin")?;
+        child.expect_line("ready")?;
+        child.sigint()?;
+        std::thread::sleep(Duration::from_millis(300));
+        if !child.still_running() {
+            let (_, out, err) = child.finish()?;
+            return check(
+                false,
+                "the first Ctrl-C changes nothing for a loop that never yields",
+                &out,
+                &err,
+            );
+        }
+        let second = Instant::now();
+        child.sigint()?;
+        let (status, out, err) = child.finish()?;
+        let took = second.elapsed();
+        println!(
+            "    R6.3: second Ctrl-C to the end of a stuck process: {:.0} ms (target < 500 ms)",
+            took.as_secs_f64() * 1000.0
+        );
+        check(
+            killed_by_sigint(status),
+            "the second Ctrl-C ends the process as SIGINT would",
+            &out,
+            &err,
+        )?;
+        check(
+            took < Duration::from_secs(5),
+            "within 10x the half-second target",
+            &out,
+            &err,
+        )
+    }
+
+    fn cleanup_hangs() -> Result<(), String> {
+        let mut child = Child::start("cleanup_hangs")?;
+        child.expect_line("ready")?;
+        child.sigint()?;
+        child.expect_line("cleanup started")?;
+        std::thread::sleep(Duration::from_millis(200));
+        let second = Instant::now();
+        child.sigint()?;
+        child.expect_line("run returned Err(Interrupted)")?;
+        println!(
+            "    R6.3: second Ctrl-C to run returning: {:.1} ms",
+            second.elapsed().as_secs_f64() * 1000.0
+        );
+        let (status, out, err) = child.finish()?;
+        check(
+            status.success(),
+            "the process exits normally after run and close return",
+            &out,
+            &err,
+        )?;
+        check(
+            index_of(&out, "closed").is_some(),
+            "close returned",
+            &out,
+            &err,
+        )?;
+        check(
+            err.contains("skipped"),
+            "the skipped cleanup is named on stderr (never silently)",
+            &out,
+            &err,
+        )
+    }
+
+    fn after_run() -> Result<(), String> {
+        let mut child = Child::start("after_run")?;
+        child.expect_line("ready")?;
+        child.sigint()?;
+        let (status, out, err) = child.finish()?;
+        check(
+            killed_by_sigint(status),
+            "with no run in progress Ctrl-C kills the process",
+            &out,
+            &err,
+        )?;
+        check(
+            index_of(&out, "run returned Ok(1)").is_some(),
+            "the earlier run succeeded",
+            &out,
+            &err,
+        )
+    }
+
+    fn own_handler() -> Result<(), String> {
+        let mut child = Child::start("own_handler")?;
+        child.expect_line("ready")?;
+        child.sigint()?;
+        let (status, out, err) = child.finish()?;
+        check(status.success(), "the process exits normally", &out, &err)?;
+        check(
+            index_of(&out, "own handler ran").is_some(),
+            "the program's own handler ran",
+            &out,
+            &err,
+        )?;
+        check(
+            index_of(&out, "main finished normally").is_some(),
+            "the main task was not cancelled",
+            &out,
+            &err,
+        )?;
+        check(
+            index_of(&out, "run returned Ok(())").is_some(),
+            "run returned its value",
+            &out,
+            &err,
+        )
+    }
+
+    fn non_main_thread() -> Result<(), String> {
+        let mut child = Child::start("non_main_thread")?;
+        child.expect_line("ready")?;
+        child.sigint()?;
+        let (status, out, err) = child.finish()?;
+        check(
+            killed_by_sigint(status),
+            "Ctrl-C is not intercepted: default action",
+            &out,
+            &err,
+        )?;
+        check(
+            index_of(&out, "destructor ran").is_none(),
+            "the runner did not cancel its main task",
+            &out,
+            &err,
+        )
+    }
+
+    fn ctrl_c_during_close() -> Result<(), String> {
+        let mut child = Child::start("ctrl_c_during_close")?;
+        child.expect_line("ready")?;
+        child.sigint()?;
+        let (status, out, err) = child.finish()?;
+        check(status.success(), "the process exits normally", &out, &err)?;
+        check(
+            index_of(&out, "close returned; loop closed: true").is_some(),
+            "close stopped waiting and closed the loop",
+            &out,
+            &err,
+        )
+    }
+
+    /// The path of an example binary, built first if this run did not build it.
+    fn example(name: &str) -> Result<std::path::PathBuf, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let profile_dir = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .ok_or("no target directory")?;
+        let path = profile_dir.join("examples").join(name);
+        if !path.exists() {
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "--example", name])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .map_err(|e| format!("cannot run cargo to build the example: {e}"))?;
+            if !status.success() || !path.exists() {
+                return Err(format!("could not build example {name}: {status}"));
+            }
+        }
+        Ok(path)
+    }
+
+    /// The graceful_shutdown example: echoes, says goodbye on Ctrl-C, ends killed by SIGINT.
+    fn example_graceful_shutdown() -> Result<(), String> {
+        use std::io::{Read, Write};
+        let mut command = Command::new(example("graceful_shutdown")?);
+        command.arg("0");
+        let mut child = Child::spawn("graceful_shutdown", command)?;
+        let listening = child.expect_line("listening on ")?;
+        let addr = listening.trim_start_matches("listening on ").to_owned();
+        let mut client =
+            std::net::TcpStream::connect(&addr).map_err(|e| format!("connect {addr}: {e}"))?;
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| e.to_string())?;
+        client.write_all(b"hello\n").map_err(|e| e.to_string())?;
+        let mut echo = [0_u8; 6];
+        client
+            .read_exact(&mut echo)
+            .map_err(|e| format!("no echo: {e}"))?;
+        child.expect_line("client ")?;
+        child.sigint()?;
+        let mut rest = String::new();
+        client
+            .read_to_string(&mut rest)
+            .map_err(|e| format!("reading the goodbye: {e}"))?;
+        let (status, out, err) = child.finish()?;
+        check(
+            &echo == b"hello\n",
+            "the server echoed the line",
+            &out,
+            &err,
+        )?;
+        check(
+            rest.contains("goodbye"),
+            &format!("the client was told goodbye (got {rest:?})"),
+            &out,
+            &err,
+        )?;
+        check(
+            killed_by_sigint(status),
+            "the server ends killed by SIGINT",
+            &out,
+            &err,
+        )
+    }
+
+    fn interrupted(scenario: &'static str, expect: &str) -> Result<(), String> {
+        let mut child = Child::start(scenario)?;
+        child.expect_line("ready")?;
+        child.sigint()?;
+        let (status, out, err) = child.finish()?;
+        check(status.success(), "the process exits normally", &out, &err)?;
+        check(
+            index_of(&out, expect).is_some(),
+            &format!("{expect:?} printed"),
+            &out,
+            &err,
+        )
+    }
+
+    pub fn run() {
+        let filter: Vec<String> = std::env::args()
+            .skip(1)
+            .filter(|a| !a.starts_with('-'))
+            .collect();
+        type Scenario = fn() -> Result<(), String>;
+        let tests: Vec<(&str, Scenario)> = vec![
+            (
+                "r6_2_one_ctrl_c_runs_destructors_and_cleanup",
+                sleep_interrupted,
+            ),
+            ("r6_6_process_ends_killed_by_sigint", sleep_interrupted_exit),
+            ("r6_3_second_ctrl_c_ends_stuck_loop", spin),
+            (
+                "r6_3_second_ctrl_c_returns_from_hung_cleanup",
+                cleanup_hangs,
+            ),
+            ("r6_4_ctrl_c_after_run_has_default_effect", after_run),
+            ("r6_1_programs_own_handler_wins", own_handler),
+            ("r6_1_non_main_thread_not_intercepted", non_main_thread),
+            (
+                "r6_5_ctrl_c_during_close_stops_waiting",
+                ctrl_c_during_close,
+            ),
+            (
+                "example_graceful_shutdown_says_goodbye",
+                example_graceful_shutdown,
+            ),
+            ("test_interrupt_call_soon", || {
+                interrupted("test_interrupt_call_soon", "run returned Err(Interrupted)")
+            }),
+            ("test_interrupt_wait", || {
+                interrupted("test_interrupt_wait", "run returned Err(Interrupted)")
+            }),
+            ("test_interrupt_cancelled_task", || {
+                interrupted(
+                    "test_interrupt_cancelled_task",
+                    "run returned Err(Cancelled)",
+                )
+            }),
+        ];
+        let (mut passed, mut failed) = (0, 0);
+        println!(
+            "\nrunning {} Ctrl-C tests (child processes, real SIGINT)",
+            tests.len()
+        );
+        for (name, test) in tests {
+            if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
+                continue;
+            }
+            match test() {
+                Ok(()) => {
+                    println!("test {name} ... ok");
+                    passed += 1;
+                }
+                Err(why) => {
+                    println!("test {name} ... FAILED\n    {why}");
+                    failed += 1;
+                }
+            }
+        }
+        println!("\n{passed} passed, {failed} failed");
+        if failed > 0 {
+            std::process::exit(1);
+        }
+    }
+}
+
+#[cfg(not(unix))]
+mod driver {
+    pub fn run() {
+        println!("Ctrl-C tests send SIGINT with `kill` and run on Unix only");
+        println!("0 passed, 0 failed");
+    }
+}
