@@ -49,28 +49,27 @@ fn rows(name: &'static str) -> AsyncGen<u32> {
     })
 }
 
-fn main() -> Result<(), runner::RunError> {
-    runner::run(async {
-        println!("consumer 1: reads until it finds a row above 4, then breaks");
-        let mut source = rows("db-1");
-        while let Some(row) = source.next().await {
-            println!("consumer 1: row {row}");
-            if row > 4 {
-                println!("consumer 1: break");
-                break;
-            }
+#[runner::main]
+async fn main() {
+    println!("consumer 1: reads until it finds a row above 4, then breaks");
+    let mut source = rows("db-1");
+    while let Some(row) = source.next().await {
+        println!("consumer 1: row {row}");
+        if row > 4 {
+            println!("consumer 1: break");
+            break;
         }
-        drop(source); // a started, unfinished generator: its cleanup is scheduled on the loop
-        runner::sleep(Duration::from_millis(20)).await;
+    }
+    drop(source); // a started, unfinished generator: its cleanup is scheduled on the loop
+    runner::sleep(Duration::from_millis(20)).await;
 
-        println!("consumer 2: takes two rows and closes explicitly");
-        let mut source = rows("db-2");
-        let (a, b) = (source.next().await, source.next().await);
-        println!("consumer 2: rows {a:?} {b:?}");
-        source.aclose().await.expect("the generator closes cleanly");
-        println!(
-            "consumer 2: closed; next() now gives {:?}",
-            source.next().await
-        );
-    })
+    println!("consumer 2: takes two rows and closes explicitly");
+    let mut source = rows("db-2");
+    let (a, b) = (source.next().await, source.next().await);
+    println!("consumer 2: rows {a:?} {b:?}");
+    source.aclose().await.expect("the generator closes cleanly");
+    println!(
+        "consumer 2: closed; next() now gives {:?}",
+        source.next().await
+    );
 }

@@ -2,3 +2,4 @@
 #![forbid(unsafe_code)]
 
 pub use runner_core::*;
+pub use runner_macros::{main, test};

@@ -63,8 +63,27 @@ mod child {
         say("never: the sleep was not interrupted");
     }
 
+    /// R6.6 through the attribute: Ctrl-C, cleanup, then the process ends killed by SIGINT.
+    mod macro_main_interrupted {
+        #[runner::main]
+        pub async fn main() {
+            super::sleep_with_cleanup().await;
+        }
+    }
+
+    /// R9.1: a run error other than Interrupted prints `error: <message>` and exits with 1.
+    mod macro_main_cancelled {
+        #[runner::main]
+        pub async fn main() {
+            runner::current_task().expect("main is a task").cancel();
+            runner::yield_now().await;
+        }
+    }
+
     pub fn run(name: &str) {
         match name {
+            "macro_main_interrupted" => macro_main_interrupted::main(),
+            "macro_main_cancelled" => macro_main_cancelled::main(),
             // R6.2, R6.7: one Ctrl-C while main awaits a long sleep.
             "sleep_interrupted" => {
                 let runner = Runner::new();
@@ -659,6 +678,42 @@ mod driver {
         )
     }
 
+    fn macro_main_interrupted() -> Result<(), String> {
+        let mut child = Child::start("macro_main_interrupted")?;
+        child.expect_line("ready")?;
+        child.sigint()?;
+        let (status, out, err) = child.finish()?;
+        check(
+            killed_by_sigint(status),
+            "#[runner::main] ends the process killed by SIGINT",
+            &out,
+            &err,
+        )?;
+        check(
+            index_of(&out, "deferred cleanup ran").is_some(),
+            "after the async cleanup ran",
+            &out,
+            &err,
+        )
+    }
+
+    fn macro_main_cancelled() -> Result<(), String> {
+        let child = Child::start("macro_main_cancelled")?;
+        let (status, out, err) = child.finish()?;
+        check(
+            status.code() == Some(1),
+            "#[runner::main] exits with status 1 on a run error",
+            &out,
+            &err,
+        )?;
+        check(
+            err.contains("error: the main task was cancelled"),
+            "and prints `error: <message>`",
+            &out,
+            &err,
+        )
+    }
+
     fn interrupted(scenario: &'static str, expect: &str) -> Result<(), String> {
         let mut child = Child::start(scenario)?;
         child.expect_line("ready")?;
@@ -701,6 +756,11 @@ mod driver {
                 "example_graceful_shutdown_says_goodbye",
                 example_graceful_shutdown,
             ),
+            (
+                "r6_6_macro_main_ends_killed_by_sigint",
+                macro_main_interrupted,
+            ),
+            ("r9_1_macro_main_run_error_exits_1", macro_main_cancelled),
             ("test_interrupt_call_soon", || {
                 interrupted("test_interrupt_call_soon", "run returned Err(Interrupted)")
             }),

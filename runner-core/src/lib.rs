@@ -55,6 +55,12 @@ pub use time::{sleep, timeout, yield_now};
 
 use std::panic::Location;
 
+/// Used by the code `#[runner::test]` expands to; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::time::test_timeout;
+}
+
 /// Run the blocking function `f` on the running loop's default executor, in a copy of the
 /// caller's context (Python's `asyncio.to_thread`).
 ///

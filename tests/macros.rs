@@ -1,0 +1,118 @@
+//! R9: `#[runner::test]` at run time (compile errors are in tests/ui.rs; `#[runner::main]` at
+//! run time in tests/ctrl_c.rs and the examples).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use runner::{get_running_loop, EventLoop};
+
+/// R9.2: a test body runs on a running loop, in debug mode.
+#[runner::test]
+async fn test_body_sees_debug_on() {
+    let lp = get_running_loop().expect("the body runs on a loop");
+    assert!(lp.debug());
+    assert_eq!(runner::spawn(async { 2 }).await.unwrap(), 2);
+}
+
+/// R9.2: `debug = false` turns it off.
+#[runner::test(debug = false)]
+async fn debug_false_turns_it_off() {
+    assert!(!get_running_loop().unwrap().debug());
+}
+
+fn marked_loop() -> EventLoop {
+    EventLoop::builder()
+        .slow_callback_duration(Duration::from_millis(7))
+        .build()
+}
+
+/// R9.3: `loop_factory` as a path is the loop the body runs on.
+#[runner::test(loop_factory = marked_loop)]
+async fn loop_factory_path_is_used() {
+    assert_eq!(
+        get_running_loop().unwrap().slow_callback_duration(),
+        Duration::from_millis(7)
+    );
+}
+
+/// R9.3: and as a closure; debug is still on by default.
+#[runner::test(loop_factory = || EventLoop::builder().slow_callback_duration(Duration::from_millis(9)).build())]
+async fn loop_factory_closure_is_used() {
+    let lp = get_running_loop().unwrap();
+    assert_eq!(lp.slow_callback_duration(), Duration::from_millis(9));
+    assert!(lp.debug());
+}
+
+/// R9.2: a test may return a Result; `?` works.
+#[runner::test]
+async fn returns_result() -> Result<(), Box<dyn std::error::Error>> {
+    let n: u32 = runner::to_thread(|| "42".parse()).await??;
+    assert_eq!(n, 42);
+    Ok(())
+}
+
+/// R9.2: #[should_panic] keeps working: a panicking body fails the test.
+#[runner::test]
+#[should_panic(expected = "the body panicked")]
+async fn panicking_body_fails() {
+    runner::yield_now().await;
+    panic!("the body panicked");
+}
+
+/// R9.2: a body over its timeout fails with the message.
+#[runner::test(timeout = "50ms")]
+#[should_panic(expected = "test exceeded its timeout of 50ms")]
+async fn timeout_fails_the_test() {
+    runner::sleep(Duration::from_secs(30)).await;
+}
+
+/// R9.2: #[ignore] keeps working.
+#[runner::test]
+#[ignore = "checks that #[ignore] is kept; it would fail if it ran"]
+async fn ignored_is_kept() {
+    panic!("an ignored test must not run");
+}
+
+static LEFTOVER_CANCELLED: AtomicBool = AtomicBool::new(false);
+
+struct SetOnDrop;
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        // Cancelled by close while the loop runs (not merely torn down).
+        if get_running_loop().is_some() {
+            LEFTOVER_CANCELLED.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+#[runner::test(timeout = "30ms")]
+#[ignore = "called by timed_out_test_closes_its_runner"]
+async fn times_out_with_a_leftover_task() {
+    drop(runner::spawn(async {
+        let _guard = SetOnDrop;
+        runner::sleep(Duration::from_secs(30)).await;
+    }));
+    runner::sleep(Duration::from_secs(30)).await;
+}
+
+/// R9.2: the runner is closed in every case, a timed-out test included: its leftover task is
+/// cancelled by close.
+#[test]
+fn timed_out_test_closes_its_runner() {
+    let caught = std::panic::catch_unwind(times_out_with_a_leftover_task);
+    let payload = caught.expect_err("the timed-out test fails");
+    let msg = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(msg, "test exceeded its timeout of 30ms");
+    assert!(LEFTOVER_CANCELLED.load(Ordering::SeqCst));
+}
+
+/// R9.2: the test runs on a fresh runner each time.
+#[runner::test]
+async fn fresh_runner_each_time() {
+    static FIRST: runner::ContextVar<u8> = runner::ContextVar::new("first");
+    assert_eq!(FIRST.get(), None);
+    FIRST.set(1);
+}

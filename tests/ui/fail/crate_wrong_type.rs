@@ -1,0 +1,2 @@
+#[runner::main(crate = runner)]
+async fn main() {}

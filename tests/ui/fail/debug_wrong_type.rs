@@ -1,0 +1,2 @@
+#[runner::main(debug = "yes")]
+async fn main() {}

@@ -1,0 +1,2 @@
+#[runner::main(loop_factory)]
+async fn main() {}

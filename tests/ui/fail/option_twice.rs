@@ -1,0 +1,2 @@
+#[runner::main(debug, debug = false)]
+async fn main() {}

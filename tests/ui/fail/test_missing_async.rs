@@ -1,0 +1,4 @@
+#[runner::test]
+fn not_async() {}
+
+fn main() {}

@@ -1,0 +1,2 @@
+#[runner::main(timeout = "5s")]
+async fn main() {}

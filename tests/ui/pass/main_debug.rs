@@ -1,0 +1,4 @@
+#[runner::main(debug)]
+async fn main() {
+    assert!(runner::get_running_loop().unwrap().debug());
+}
