@@ -33,9 +33,8 @@ pub(crate) struct DefaultExecutor {
 
 impl DefaultExecutor {
     pub(crate) fn new(max_threads: Option<usize>) -> Self {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         DefaultExecutor {
-            max_threads: max_threads.unwrap_or_else(|| (cores + 4).min(32)),
+            max_threads: max_threads.unwrap_or_else(|| (cores() + 4).min(32)),
             pool: RefCell::new(None),
             shutdown_called: Cell::new(false),
         }
@@ -61,6 +60,11 @@ impl DefaultExecutor {
         let (runnable, task) = async_task::spawn(job, move |r| pool.submit(r));
         runnable.schedule();
         task
+    }
+
+    /// True if the pool was never started: shutting it down has nothing to wait for.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.pool.borrow().is_none()
     }
 
     /// Stop taking jobs and wait until every thread has exited; false if `timeout` ran out.
@@ -93,6 +97,13 @@ impl DefaultExecutor {
             pool.shutdown();
         }
     }
+}
+
+/// The machine's cores, read once: `available_parallelism` reads cgroup files on every call,
+/// which made building a loop cost tens of microseconds.
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 struct Pool {

@@ -50,6 +50,9 @@ thread_local! {
     /// The loop running on this thread, if any: what makes a nested `run` refusable before
     /// anything is built, and how tasks find their loop.
     static RUNNING: RefCell<Option<EventLoop>> = const { RefCell::new(None) };
+    /// The running loop's slow-poll threshold when it is in debug mode, else `None`: the one
+    /// thing every poll reads, kept where reading it costs a load (R7.4).
+    static SLOW_POLL: Cell<Option<Duration>> = const { Cell::new(None) };
 }
 
 type Handler = Rc<dyn Fn(&EventLoop, &ExceptionContext)>;
@@ -380,6 +383,15 @@ impl EventLoop {
     /// Turn debug mode on or off.
     pub fn set_debug(&self, enabled: bool) {
         self.inner.debug.set(enabled);
+        self.publish_slow_poll();
+    }
+
+    /// Keep `SLOW_POLL` in step with this loop's settings while it runs.
+    fn publish_slow_poll(&self) {
+        if self.is_running() {
+            let threshold = self.debug().then(|| self.slow_callback_duration());
+            SLOW_POLL.with(|s| s.set(threshold));
+        }
     }
 
     /// In debug mode, polls and callbacks at least this long are reported (default 100 ms).
@@ -390,6 +402,7 @@ impl EventLoop {
     /// Set the slow-poll threshold.
     pub fn set_slow_callback_duration(&self, d: Duration) {
         self.inner.slow_callback_duration.set(d);
+        self.publish_slow_poll();
     }
 
     /// Send reports to `handler` instead of the default handler.
@@ -477,6 +490,26 @@ impl EventLoop {
                 "the default executor did not finish joining its threads within {secs} seconds"
             )));
         }
+    }
+
+    /// What each close step would wait for, so that close skips the steps with nothing to do
+    /// (each run of the executor costs an allocation): pending tasks; open generators or
+    /// scheduled finalizers; a started default executor.
+    pub(crate) fn close_work(&self) -> (bool, bool, bool) {
+        let tasks = !self.inner.tasks.borrow().pending().is_empty();
+        let gens = self
+            .inner
+            .asyncgens
+            .borrow()
+            .iter()
+            .any(|g| g.strong_count() > 0)
+            || self
+                .inner
+                .finalizers
+                .borrow()
+                .iter()
+                .any(|t| !t.is_finished());
+        (tasks, gens, !self.inner.default_executor.is_idle())
     }
 
     /// Cancel every pending task, and every task spawned while they are cancelled, and wait for
@@ -760,6 +793,7 @@ impl RunningGuard {
     fn enter(lp: &EventLoop) -> Self {
         RUNNING.with(|r| *r.borrow_mut() = Some(lp.clone()));
         lp.inner.running.set(true);
+        lp.publish_slow_poll();
         RunningGuard { lp: lp.clone() }
     }
 }
@@ -767,6 +801,7 @@ impl RunningGuard {
 impl Drop for RunningGuard {
     fn drop(&mut self) {
         self.lp.inner.running.set(false);
+        SLOW_POLL.with(|s| s.set(None));
         RUNNING.with(|r| r.borrow_mut().take());
     }
 }
@@ -787,7 +822,7 @@ fn with_running<R>(f: impl FnOnce(&LoopInner) -> R) -> Option<R> {
 
 /// In debug mode, how long a poll may take before it is reported; `None` when debug is off.
 pub(crate) fn slow_poll_threshold() -> Option<Duration> {
-    with_running(|l| l.debug.get().then(|| l.slow_callback_duration.get())).flatten()
+    SLOW_POLL.with(Cell::get)
 }
 
 /// True while the running loop's close is cancelling its tasks.

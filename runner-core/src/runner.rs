@@ -193,9 +193,11 @@ fn close_loop(lp: &EventLoop, timeout: Duration, abandoned: bool) {
     if !abandoned {
         let handling = signal::begin(true);
         let interrupt = handling.as_ref().map(|h| h.interrupt());
-        let _ = close_step(lp, lp.cancel_all_tasks(), interrupt)
-            && close_step(lp, lp.shutdown_asyncgens(), interrupt)
-            && close_step(lp, lp.shutdown_default_executor(Some(timeout)), interrupt);
+        let (tasks, gens, executor) = lp.close_work();
+        let _ = (!tasks || close_step(lp, lp.cancel_all_tasks(), interrupt))
+            && (!(tasks || gens) || close_step(lp, lp.shutdown_asyncgens(), interrupt))
+            && (!executor
+                || close_step(lp, lp.shutdown_default_executor(Some(timeout)), interrupt));
         abandoned = interrupt.is_some_and(|i| i.is_aborted());
     }
     let _abandoning = Abandoning::new(abandoned);
