@@ -49,7 +49,7 @@ use crate::context::Context;
 use crate::defer::{guarded, in_context, schedule_cleanup};
 use crate::error::panic_message;
 use crate::event_loop::{self, LoopInner};
-use crate::exception::ExceptionContext;
+use crate::exception::{place, ExceptionContext};
 use crate::task::Cleanup;
 
 /// What `yield_` returns when the generator is being closed: return it (with `?`) to run the
@@ -172,13 +172,7 @@ impl<T: 'static> Closable for Core<T> {
     }
 
     fn describe(&self) -> String {
-        let at = self.created_at;
-        format!(
-            "<AsyncGen created at {}:{}:{}>",
-            at.file(),
-            at.line(),
-            at.column()
-        )
+        format!("<AsyncGen created at {}>", place(self.created_at))
     }
 }
 
@@ -423,13 +417,7 @@ impl<S: 'static> Closable for FinCore<S> {
     }
 
     fn describe(&self) -> String {
-        let at = self.created_at;
-        format!(
-            "<Finalized stream created at {}:{}:{}>",
-            at.file(),
-            at.line(),
-            at.column()
-        )
+        format!("<Finalized stream created at {}>", place(self.created_at))
     }
 }
 

@@ -43,7 +43,7 @@ use pin_project_lite::pin_project;
 use crate::context::Context;
 use crate::error::panic_message;
 use crate::event_loop::{self, EventLoop, LoopInner};
-use crate::exception::ExceptionContext;
+use crate::exception::{place, ExceptionContext};
 use crate::task::{self, Cleanup};
 
 /// Run `cleanup` when the returned guard is dropped, as part of the current task (R5.5).
@@ -53,12 +53,7 @@ use crate::task::{self, Cleanup};
 pub fn defer<F: Future<Output = ()> + 'static>(cleanup: F) -> Defer {
     let at = Location::caller();
     let cleanup = guarded(in_context(Context::current(), cleanup), move || {
-        format!(
-            "deferred cleanup created at {}:{}:{}",
-            at.file(),
-            at.line(),
-            at.column()
-        )
+        format!("deferred cleanup created at {}", place(at))
     });
     let lp = event_loop::get_running_loop().map(|lp| std::rc::Rc::downgrade(&lp.inner));
     Defer {

@@ -573,12 +573,7 @@ impl EventLoop {
     /// `call_soon`/`call_later` was made; `None` for jobs from other threads.
     pub(crate) fn run_callback(&self, f: impl FnOnce(), scheduled_at: Option<&Location<'_>>) {
         let describe = || match scheduled_at {
-            Some(at) => format!(
-                "<callback scheduled at {}:{}:{}>",
-                at.file(),
-                at.line(),
-                at.column()
-            ),
+            Some(at) => format!("<callback scheduled at {}>", exception::place(at)),
             None => "<threadsafe callback>".to_owned(),
         };
         let threshold = slow_poll_threshold();

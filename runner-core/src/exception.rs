@@ -83,3 +83,8 @@ impl fmt::Display for ExceptionContext {
 pub(crate) fn write_to_stderr(ctx: &ExceptionContext) {
     eprintln!("runner: {ctx}");
 }
+
+/// How reports name a place in the source: `file:line:column`.
+pub(crate) fn place(at: &std::panic::Location<'_>) -> String {
+    format!("{}:{}:{}", at.file(), at.line(), at.column())
+}

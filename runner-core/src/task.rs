@@ -654,7 +654,7 @@ impl fmt::Display for TaskInfo {
             None => write!(f, "Task #{}", self.id)?,
         }
         if let Some(at) = self.spawned_at {
-            write!(f, " spawned at {}:{}:{}", at.file(), at.line(), at.column())?;
+            write!(f, " spawned at {}", crate::exception::place(at))?;
         }
         Ok(())
     }
