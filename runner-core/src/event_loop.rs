@@ -496,7 +496,7 @@ impl EventLoop {
     /// (each run of the executor costs an allocation): pending tasks; open generators or
     /// scheduled finalizers; a started default executor.
     pub(crate) fn close_work(&self) -> (bool, bool, bool) {
-        let tasks = !self.inner.tasks.borrow().pending().is_empty();
+        let tasks = self.inner.tasks.borrow().has_pending();
         let gens = self
             .inner
             .asyncgens

@@ -207,6 +207,11 @@ impl TaskSet {
         }
     }
 
+    /// True if some registered task has not finished (without collecting them).
+    pub(crate) fn has_pending(&self) -> bool {
+        self.slots.iter().flatten().any(|h| !h.has(FINISHED))
+    }
+
     pub(crate) fn pending(&self) -> Vec<TaskRef> {
         self.slots
             .iter()

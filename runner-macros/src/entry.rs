@@ -58,11 +58,7 @@ struct Errors(Option<syn::Error>);
 
 impl Errors {
     fn push(&mut self, span: impl ToTokens, message: impl std::fmt::Display) {
-        let error = syn::Error::new_spanned(span, message);
-        match &mut self.0 {
-            Some(all) => all.combine(error),
-            None => self.0 = Some(error),
-        }
+        self.push_error(syn::Error::new_spanned(span, message));
     }
 
     fn push_error(&mut self, error: syn::Error) {
