@@ -308,3 +308,122 @@ fn panicking_handler_child() {
     });
     println!("{}", out.unwrap());
 }
+
+// The loop's own executor (runner-core/src/executor.rs).
+
+/// R2.4: closing a loop (without a runner's cancel step) drops a task that waits on a timer, so
+/// its destructors run at close; and a loop dropped without close does the same.
+#[test]
+fn close_and_drop_tear_down_waiting_tasks() {
+    for close in [true, false] {
+        let lp = EventLoop::new();
+        let (dropped, guard) = common::flag();
+        let task = lp.spawn(async move {
+            let _guard = guard;
+            runner::sleep(Duration::from_secs(3600)).await;
+        });
+        drop(task);
+        lp.run_until_complete(runner::yield_now()).unwrap();
+        assert!(!dropped.get(), "the task is waiting, not dropped");
+        match close {
+            true => lp.close(),
+            false => drop(lp),
+        }
+        assert!(
+            dropped.get(),
+            "close={close}: the waiting task was torn down"
+        );
+    }
+}
+
+/// R1.4: tasks queued when a run ends run in the next run, in the order they were queued.
+#[test]
+fn queued_tasks_carry_over_between_runs_in_order() {
+    let lp = EventLoop::new();
+    let log = Rc::new(RefCell::new(Vec::new()));
+    for i in 0..3 {
+        let log = log.clone();
+        drop(lp.spawn(async move { log.borrow_mut().push(i) }));
+    }
+    assert!(log.borrow().is_empty(), "nothing runs before the loop does");
+    lp.run_until_complete(async {}).unwrap();
+    lp.run_until_complete(runner::yield_now()).unwrap();
+    assert_eq!(*log.borrow(), [0, 1, 2]);
+    lp.close();
+}
+
+/// A task that never stops yielding does not starve timers: the executor hands control back to
+/// the reactor after a bounded number of polls.
+#[test]
+fn busy_task_does_not_starve_timers() {
+    let polls = common::finishes_within(Duration::from_secs(30), busy_task_while_main_sleeps);
+    assert!(
+        polls > 1,
+        "the busy task ran while main slept ({polls} polls)"
+    );
+}
+
+fn busy_task_while_main_sleeps() -> u64 {
+    runner::run(async {
+        let stop = Rc::new(std::cell::Cell::new(false));
+        let busy = {
+            let stop = stop.clone();
+            runner::spawn(async move {
+                let mut polls = 0u64;
+                while !stop.get() {
+                    polls += 1;
+                    runner::yield_now().await;
+                }
+                polls
+            })
+        };
+        runner::sleep(Duration::from_millis(5)).await;
+        stop.set(true);
+        busy.await.unwrap()
+    })
+    .unwrap()
+}
+
+/// A task woken on its loop's thread while another loop runs there stays on its own loop: it
+/// runs when its loop runs again, and sees that loop as the running one.
+#[test]
+fn wake_while_another_loop_runs_stays_on_own_loop() {
+    common::finishes_within(Duration::from_secs(30), wake_while_another_loop_runs);
+}
+
+fn wake_while_another_loop_runs() {
+    let a = EventLoop::new();
+    let b = EventLoop::new();
+    let (tx, rx) = async_channel::bounded::<u8>(1);
+    let task = a.spawn(async move {
+        let value = rx.recv().await.unwrap();
+        let on_a = runner::get_running_loop().unwrap();
+        (value, on_a)
+    });
+    a.run_until_complete(runner::yield_now()).unwrap();
+    b.run_until_complete(async move { tx.send(7).await.unwrap() })
+        .unwrap();
+    let (value, ran_on) = a.run_until_complete(task).unwrap().unwrap();
+    assert_eq!(value, 7);
+    assert!(ran_on == a, "the task ran on its own loop");
+    a.close();
+    b.close();
+}
+
+/// Wake-ups from other threads reach a loop that is waiting for them.
+#[test]
+fn wake_from_another_thread_reaches_waiting_loop() {
+    let (tx, rx) = async_channel::bounded::<u32>(1);
+    let got = runner::run(async move {
+        let task = runner::spawn(async move { rx.recv().await.unwrap() * 2 });
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            futures_lite::future::block_on(tx.send(21)).unwrap();
+        });
+        let got = task.await.unwrap();
+        sender.join().unwrap();
+        got
+    })
+    .unwrap();
+    assert_eq!(got, 42);
+}

@@ -1,5 +1,5 @@
-//! The event loop: an `async_executor::LocalExecutor` driven by `async_io::block_on` on one
-//! thread, plus the callbacks, the default executor and the exception handler around it
+//! The event loop: a single-thread executor of `async_task` tasks driven by `async_io::block_on`
+//! on one thread, plus the callbacks, the default executor and the exception handler around it
 //! (Python's `asyncio.AbstractEventLoop`).
 //!
 //! ```
@@ -29,8 +29,6 @@ use std::time::Duration;
 use std::collections::HashMap;
 use std::rc::Weak;
 
-use async_executor::LocalExecutor;
-
 use futures_lite::FutureExt;
 
 use crate::asyncgen::Closable;
@@ -44,6 +42,7 @@ use crate::context::Context;
 use crate::debug;
 use crate::error::{panic_message, RunError};
 use crate::exception::{self, ExceptionContext};
+use crate::executor::Executor;
 use crate::task::{Header, Slot, Task, TaskFuture, TaskRef, TaskSet};
 
 thread_local! {
@@ -124,7 +123,9 @@ impl Shared {
 }
 
 pub(crate) struct LoopInner {
-    executor: RefCell<Rc<LocalExecutor<'static>>>,
+    executor: Executor,
+    /// The waker of the callback driver task, for close to reach it.
+    driver: RefCell<Option<Waker>>,
     pub(crate) shared: Arc<Shared>,
     tasks: RefCell<TaskSet>,
     pub(crate) callbacks: Callbacks,
@@ -145,11 +146,23 @@ pub(crate) struct LoopInner {
     closed: Cell<bool>,
 }
 
+impl LoopInner {
+    /// Drop every task still on the loop (their destructors run), waking the waiting ones so
+    /// that the executor gets hold of them.
+    fn drop_tasks(&self) {
+        let tasks = std::mem::take(&mut *self.tasks.borrow_mut());
+        let driver = self.driver.borrow_mut().take();
+        self.executor.close(tasks.wakers().chain(driver));
+    }
+}
+
 impl Drop for LoopInner {
     fn drop(&mut self) {
-        // A loop dropped without close: let its threads finish their queue and exit.
+        // A loop dropped without close: let its threads finish their queue and exit; drop
+        // its tasks.
         self.default_executor.shutdown_nowait();
         self.shared.close();
+        self.drop_tasks();
     }
 }
 
@@ -196,13 +209,9 @@ impl EventLoop {
         if self.is_closed() {
             return Task::cancelled(header);
         }
-        let slot = match cancellable {
-            true => Slot::At(self.inner.tasks.borrow_mut().insert(header.clone())),
-            false => Slot::Never,
-        };
-        let fut = TaskFuture::new(fut, header.clone(), Context::current(), slot);
-        let task = self.inner.executor.borrow().spawn(fut);
-        Task::new(task, header)
+        let index = self.inner.tasks.borrow_mut().insert(&header, cancellable);
+        let fut = TaskFuture::new(fut, header.clone(), Context::current(), Slot::At(index));
+        Task::new(self.inner.executor.spawn(fut), header)
     }
 
     /// Run a cleanup that belongs to no task; close waits for it instead of cancelling it.
@@ -287,13 +296,12 @@ impl EventLoop {
             std::mem::take(ctx),
             Slot::Never
         ));
-        let executor = self.inner.executor.borrow().clone();
         if let Some(interrupt) = interrupt {
             interrupt.set_main(Some(main_ref.clone()));
         }
         let output = {
             let _running = RunningGuard::enter(self);
-            let main = executor.run(main.as_mut());
+            let main = self.inner.executor.run(main.as_mut());
             match interrupt {
                 None => Some(async_io::block_on(main)),
                 Some(interrupt) => async_io::block_on(async { Some(main.await) }.or(async {
@@ -546,9 +554,7 @@ impl EventLoop {
         self.inner.shared.close();
         self.inner.callbacks.clear();
         self.inner.default_executor.shutdown_nowait();
-        let executor = self.inner.executor.replace(Rc::new(LocalExecutor::new()));
-        drop(executor);
-        *self.inner.tasks.borrow_mut() = TaskSet::default();
+        self.inner.drop_tasks();
         // Cleanups the torn-down tasks were still running have no loop left: finish them now.
         let left: Vec<Cleanup> = self
             .inner
@@ -562,6 +568,11 @@ impl EventLoop {
 
     /// Run one round of callbacks: the driver task's poll.
     fn drive(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let mut driver = self.inner.driver.borrow_mut();
+        if driver.is_none() {
+            *driver = Some(cx.waker().clone());
+        }
+        drop(driver);
         let jobs = self.inner.shared.take_jobs(cx.waker());
         for job in jobs {
             self.run_callback(job, None);
@@ -692,7 +703,8 @@ impl LoopBuilder {
             closed: AtomicBool::new(false),
         });
         let inner = Rc::new(LoopInner {
-            executor: RefCell::new(Rc::new(LocalExecutor::new())),
+            executor: Executor::new(),
+            driver: RefCell::new(None),
             default_executor: DefaultExecutor::new(self.max_blocking_threads),
             shared,
             tasks: RefCell::default(),
@@ -714,7 +726,7 @@ impl LoopBuilder {
             Some(inner) => EventLoop { inner }.drive(cx),
             None => std::task::Poll::Ready(()),
         });
-        inner.executor.borrow().spawn(driver).detach();
+        inner.executor.spawn(driver).detach();
         EventLoop { inner }
     }
 }
@@ -829,7 +841,7 @@ pub(crate) fn running_is_closing() -> bool {
 /// cancelled straight away.
 pub(crate) fn register_remote(header: &Arc<Header>) -> Slot {
     with_running(|l| {
-        let index = l.tasks.borrow_mut().insert(header.clone());
+        let index = l.tasks.borrow_mut().insert(header, true);
         if l.closing.get() {
             TaskRef::from_header(header.clone()).cancel();
         }

@@ -1,5 +1,5 @@
 //! The runtime behind `runner`: Python's `asyncio.run` and `asyncio.Runner` for Rust, built on
-//! smol's components (`async-executor`, `async-io`, `async-task`).
+//! smol's components (`async-task` for tasks, `async-io` for the reactor and timers).
 //!
 //! ```
 //! use std::time::Duration;
@@ -37,6 +37,7 @@ mod defer;
 mod error;
 mod event_loop;
 mod exception;
+mod executor;
 mod runner;
 mod signal;
 mod task;

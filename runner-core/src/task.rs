@@ -26,7 +26,7 @@ use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe, Location};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context as Cx, Poll, Waker};
 use std::time::Instant;
 
@@ -44,39 +44,59 @@ const PANICKED: u8 = 4;
 const DETACHED: u8 = 8;
 /// `cancel()` was called by code (not only by Ctrl-C): R6.2's Interrupted/Cancelled distinction.
 const CANCELLED_BY_CODE: u8 = 16;
+/// Someone waits on `finished`: only then does finishing notify (notifying allocates).
+const LISTENED: u8 = 32;
 
 static NEXT_TASK_ID: AtomicU64 = AtomicU64::new(1);
 
 /// An async cleanup tied to a task: a dropped `defer` guard, a closing generator or stream.
 pub(crate) type Cleanup = Pin<Box<dyn Future<Output = ()>>>;
 
-/// The task being polled on this thread, and the cleanups polls have left behind.
+/// The task being polled on this thread, and how many cleanups polls have left behind.
 ///
 /// The task is a plain pointer to its header, not a counted reference: `Enter` sets it for the
 /// length of one poll, during which the `TaskFuture` being polled owns an `Arc` to that header,
 /// and puts the previous value back before the poll returns (on unwind too). Cloning and dropping
 /// an `Arc` on every poll cost more than a tenth of a yield (measured); `current_task` is the one
-/// place that makes a counted handle from the pointer.
+/// place that makes a counted handle from the pointer. Nothing here needs dropping, so reaching
+/// it costs a load (a thread-local with a destructor checks its registration on each access).
 struct Current {
     task: Cell<*const Header>,
-    /// Cleanups tied to the tasks being polled; each `Enter` owns the entries after its start.
-    cleanups: RefCell<Vec<Cleanup>>,
+    /// `CLEANUPS.len()`, so that a poll that left none never touches the list.
+    cleanups: Cell<usize>,
 }
 
 thread_local! {
     static CURRENT_TASK: Current = const {
-        Current { task: Cell::new(std::ptr::null()), cleanups: RefCell::new(Vec::new()) }
+        Current { task: Cell::new(std::ptr::null()), cleanups: Cell::new(0) }
     };
+    /// Cleanups tied to the tasks being polled; each `Enter` owns the entries after its start.
+    static CLEANUPS: RefCell<Vec<Cleanup>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Tie `cleanup` to the task being polled on this thread (R3.2); gives it back if there is none.
 pub(crate) fn push_cleanup(cleanup: Cleanup) -> Result<(), Cleanup> {
-    CURRENT_TASK.with(|current| {
-        if current.task.get().is_null() {
-            return Err(cleanup);
-        }
-        current.cleanups.borrow_mut().push(cleanup);
-        Ok(())
+    if CURRENT_TASK.with(|current| current.task.get().is_null()) {
+        return Err(cleanup);
+    }
+    CLEANUPS.with(|list| {
+        let mut list = list.borrow_mut();
+        list.push(cleanup);
+        CURRENT_TASK.with(|current| current.cleanups.set(list.len()));
+    });
+    Ok(())
+}
+
+/// The cleanups after position `start` of the thread's list.
+fn split_cleanups(start: usize) -> Vec<Cleanup> {
+    CLEANUPS.with(|list| {
+        let mut list = list.borrow_mut();
+        let tail = match list.len() > start {
+            true => list.split_off(start),
+            false => Vec::new(),
+        };
+        CURRENT_TASK.with(|current| current.cleanups.set(list.len()));
+        tail
     })
 }
 
@@ -87,8 +107,9 @@ pub(crate) struct Header {
     spawned_at: Option<&'static Location<'static>>,
     state: AtomicU8,
     /// The waker of the task itself, kept from its first poll so that `cancel()` can schedule it
-    /// from anywhere. async-task polls a task with the same waker every time.
-    waker: OnceLock<Waker>,
+    /// from anywhere, and close can reach a task that waits. async-task polls a task with the
+    /// same waker every time. (A mutex, not a `OnceLock`: setting that cost five times more.)
+    waker: Mutex<Option<Waker>>,
     /// A panic waiting to be retrieved by whoever awaits the task.
     panic: Mutex<Option<Box<dyn Any + Send>>>,
     finished: Event,
@@ -107,11 +128,15 @@ impl Header {
             name: name.map(Arc::from),
             spawned_at: Some(spawned_at),
             state: AtomicU8::new(0),
-            waker: OnceLock::new(),
+            waker: Mutex::new(None),
             panic: Mutex::new(None),
             finished: Event::new(),
             owner,
         })
+    }
+
+    fn waker(&self) -> std::sync::MutexGuard<'_, Option<Waker>> {
+        self.waker.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn has(&self, flag: u8) -> bool {
@@ -130,8 +155,9 @@ impl Header {
         let prev = self.state.fetch_or(flags, Ordering::AcqRel);
         if prev & (FINISHED | CANCEL_REQUESTED) == 0 {
             // Not polled yet means it is queued and will see the flag on its first poll.
-            if let Some(waker) = self.waker.get() {
-                waker.wake_by_ref();
+            let waker = self.waker().clone();
+            if let Some(waker) = waker {
+                waker.wake();
             }
         }
     }
@@ -162,8 +188,10 @@ impl Header {
     }
 
     fn finish(&self) {
-        self.state.fetch_or(FINISHED, Ordering::AcqRel);
-        self.finished.notify(usize::MAX);
+        let prev = self.state.fetch_or(FINISHED, Ordering::AcqRel);
+        if prev & LISTENED != 0 {
+            self.finished.notify(usize::MAX);
+        }
     }
 }
 
@@ -178,22 +206,34 @@ pub(crate) enum Slot {
     Never,
 }
 
-/// The tasks a loop must cancel at close. A slab: spawn and finish are O(1).
+/// The tasks on a loop: what close cancels (the `cancellable` ones) and then drops (all). A
+/// slab whose free slots link to each other: spawn and finish are O(1) and allocate nothing
+/// beyond the slots themselves.
 #[derive(Default)]
 pub(crate) struct TaskSet {
-    slots: Vec<Option<Arc<Header>>>,
-    free: Vec<usize>,
+    slots: Vec<Entry>,
+    /// The first free slot; `slots.len()` when there is none.
+    free: usize,
+}
+
+enum Entry {
+    Task(Arc<Header>, bool),
+    /// Free; the index of the next free slot.
+    Free(usize),
 }
 
 impl TaskSet {
-    pub(crate) fn insert(&mut self, header: Arc<Header>) -> usize {
-        match self.free.pop() {
-            Some(i) => {
-                self.slots[i] = Some(header);
-                i
+    pub(crate) fn insert(&mut self, header: &Arc<Header>, cancellable: bool) -> usize {
+        let entry = Entry::Task(header.clone(), cancellable);
+        match self.slots.get(self.free) {
+            Some(&Entry::Free(next)) => {
+                let index = std::mem::replace(&mut self.free, next);
+                self.slots[index] = entry;
+                index
             }
-            None => {
-                self.slots.push(Some(header));
+            _ => {
+                self.slots.push(entry);
+                self.free = self.slots.len();
                 self.slots.len() - 1
             }
         }
@@ -201,24 +241,42 @@ impl TaskSet {
 
     pub(crate) fn remove(&mut self, index: usize) {
         if let Some(slot) = self.slots.get_mut(index) {
-            if slot.take().is_some() {
-                self.free.push(index);
+            if let Entry::Task(..) = slot {
+                *slot = Entry::Free(self.free);
+                self.free = index;
             }
         }
     }
 
-    /// True if some registered task has not finished (without collecting them).
-    pub(crate) fn has_pending(&self) -> bool {
-        self.slots.iter().flatten().any(|h| !h.has(FINISHED))
+    fn headers(&self) -> impl Iterator<Item = (&Arc<Header>, bool)> {
+        self.slots.iter().filter_map(|entry| match entry {
+            Entry::Task(header, cancellable) => Some((header, *cancellable)),
+            Entry::Free(_) => None,
+        })
     }
 
+    /// The wakers of every task, to reach the ones that wait on something.
+    pub(crate) fn wakers(self) -> impl Iterator<Item = Waker> {
+        self.slots.into_iter().filter_map(|entry| match entry {
+            Entry::Task(header, _) => header.waker().take(),
+            Entry::Free(_) => None,
+        })
+    }
+
+    fn unfinished(&self) -> impl Iterator<Item = &Arc<Header>> {
+        self.headers()
+            .filter(|(h, cancellable)| *cancellable && !h.has(FINISHED))
+            .map(|(h, _)| h)
+    }
+
+    /// True if some registered task has not finished (without collecting them).
+    pub(crate) fn has_pending(&self) -> bool {
+        self.unfinished().next().is_some()
+    }
+
+    /// The unfinished tasks close must cancel.
     pub(crate) fn pending(&self) -> Vec<TaskRef> {
-        self.slots
-            .iter()
-            .flatten()
-            .filter(|h| !h.has(FINISHED))
-            .map(|h| TaskRef(h.clone()))
-            .collect()
+        self.unfinished().map(|h| TaskRef(h.clone())).collect()
     }
 }
 
@@ -235,6 +293,8 @@ pin_project! {
         ended: Option<Outcome<F::Output>>,
         // The task has cleanups waiting in its loop (they are `!Send`, this future may not be).
         cleanups_pending: bool,
+        // The header has the task's waker.
+        polled: bool,
     }
 
     impl<F: Future> PinnedDrop for TaskFuture<F> {
@@ -246,7 +306,7 @@ pin_project! {
             if this.fut.is_some() || *this.cleanups_pending {
                 let mut entered = Enter::new(this.header, this.ctx);
                 let _ = catch_unwind(AssertUnwindSafe(|| this.fut.set(None)));
-                let mut left = entered.take_cleanups();
+                let mut left = entered.take_cleanups().unwrap_or_default();
                 if *this.cleanups_pending {
                     if let Some(lp) = event_loop::get_running_loop() {
                         left.extend(lp.take_task_cleanups(this.header.id));
@@ -278,6 +338,7 @@ impl<F: Future> TaskFuture<F> {
             slot,
             ended: None,
             cleanups_pending: false,
+            polled: false,
         }
     }
 
@@ -293,8 +354,9 @@ impl<F: Future> Future for TaskFuture<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Cx<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let header: &Header = this.header;
-        if header.waker.get().is_none() {
-            let _ = header.waker.set(cx.waker().clone());
+        if !*this.polled {
+            *this.polled = true;
+            *header.waker() = Some(cx.waker().clone());
         }
         if let Slot::OnFirstPoll = this.slot {
             *this.slot = event_loop::register_remote(this.header);
@@ -335,7 +397,8 @@ impl<F: Future> Future for TaskFuture<F> {
         }
         // R3.2: async cleanups left behind run as part of the task, which ends after them.
         let new_cleanups = entered.take_cleanups();
-        if *this.cleanups_pending || !new_cleanups.is_empty() {
+        if *this.cleanups_pending || new_cleanups.is_some() {
+            let new_cleanups = new_cleanups.unwrap_or_default();
             *this.cleanups_pending = drive_cleanups(header.id, new_cleanups, &mut entered, cx);
         }
 
@@ -390,11 +453,10 @@ fn drive_cleanups(id: u64, new: Vec<Cleanup>, entered: &mut Enter<'_>, cx: &mut 
     list.extend(new);
     loop {
         list.retain_mut(|cleanup| cleanup.as_mut().poll(cx).is_pending());
-        let more = entered.take_cleanups();
-        if more.is_empty() {
-            break;
+        match entered.take_cleanups() {
+            Some(more) => list.extend(more),
+            None => break,
         }
-        list.extend(more);
     }
     let pending = !list.is_empty();
     if pending {
@@ -416,7 +478,7 @@ impl<'a> Enter<'a> {
         let (prev, start) = CURRENT_TASK.with(|current| {
             (
                 current.task.replace(Arc::as_ptr(header)),
-                current.cleanups.borrow().len(),
+                current.cleanups.get(),
             )
         });
         Enter {
@@ -426,28 +488,24 @@ impl<'a> Enter<'a> {
         }
     }
 
-    /// The cleanups tied to the task since the last call.
-    pub(crate) fn take_cleanups(&mut self) -> Vec<Cleanup> {
-        CURRENT_TASK.with(|current| {
-            let mut cleanups = current.cleanups.borrow_mut();
-            match cleanups.len() > self.start {
-                true => cleanups.split_off(self.start),
-                false => Vec::new(),
-            }
-        })
+    /// The cleanups tied to the task since the last call, if any.
+    fn take_cleanups(&mut self) -> Option<Vec<Cleanup>> {
+        let len = CURRENT_TASK.with(|current| current.cleanups.get());
+        (len > self.start).then(|| split_cleanups(self.start))
     }
 }
 
 impl Drop for Enter<'_> {
     fn drop(&mut self) {
-        let left = CURRENT_TASK.with(|current| {
+        let more = CURRENT_TASK.with(|current| {
             current.task.set(self.prev);
-            let mut cleanups = current.cleanups.borrow_mut();
-            (cleanups.len() > self.start).then(|| cleanups.split_off(self.start))
+            current.cleanups.get() > self.start
         });
         // Cleanups tied after the task's last look (by a report handler, say) are not lost.
-        for cleanup in left.into_iter().flatten() {
-            crate::defer::schedule_cleanup(cleanup, None);
+        if more {
+            for cleanup in split_cleanups(self.start) {
+                crate::defer::schedule_cleanup(cleanup, None);
+            }
         }
     }
 }
@@ -612,7 +670,8 @@ impl TaskRef {
                 return;
             }
             let listener = self.0.finished.listen();
-            if self.is_finished() {
+            // Listening before flagging means a finish that sees the flag also sees the listener.
+            if self.0.state.fetch_or(LISTENED, Ordering::AcqRel) & FINISHED != 0 {
                 return;
             }
             listener.await;

@@ -140,3 +140,22 @@ pub async fn eventually(what: &str, cond: impl Fn() -> bool) {
         runner::sleep(std::time::Duration::from_millis(1)).await;
     }
 }
+
+/// Run `f` on a fresh thread and return its result; panic if it has not finished after `limit`.
+/// A guard against hangs (a broken scheduler hangs rather than fails), not a speed check: keep
+/// `limit` far above the time `f` needs on a loaded machine.
+#[allow(dead_code)]
+pub fn finishes_within<T: Send + 'static>(
+    limit: std::time::Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+    });
+    match rx.recv_timeout(limit) {
+        Ok(Ok(value)) => value,
+        Ok(Err(payload)) => std::panic::resume_unwind(payload),
+        Err(_) => panic!("still running after {limit:?}: hung"),
+    }
+}
