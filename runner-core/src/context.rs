@@ -100,6 +100,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
         self.name
     }
 
+    #[inline]
     fn id(&self) -> u64 {
         let id = self.id.load(Ordering::Acquire);
         if id != 0 {
@@ -115,6 +116,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     }
 
     /// The value in the current context, else the default, else `None`.
+    #[inline]
     pub fn get(&self) -> Option<T>
     where
         T: Clone,
@@ -277,6 +279,7 @@ impl Context {
         self.len() == 0
     }
 
+    #[inline]
     fn lookup(&self, var: u64) -> Option<&Value> {
         self.vars
             .as_ref()?
