@@ -284,14 +284,17 @@ impl<F: Future> Future for Run<'_, F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Cx<'_>) -> Poll<F::Output> {
         let this = self.project();
-        LOCAL.with(|local| local.idle.set(false));
-        if let Poll::Ready(output) = this.main.poll(cx) {
-            return Poll::Ready(output);
-        }
-        if LOCAL.with(|local| this.active.executor.tick(local, cx)) {
-            // Out of budget: let block_on process I/O and timers, then come back.
-            cx.waker().wake_by_ref();
-        }
-        Poll::Pending
+        LOCAL.with(|local| {
+            // Wake-ups while this poll runs are picked up by it: no need to wake block_on.
+            local.idle.set(false);
+            if let Poll::Ready(output) = this.main.poll(cx) {
+                return Poll::Ready(output);
+            }
+            if this.active.executor.tick(local, cx) {
+                // Out of budget: let block_on process I/O and timers, then come back.
+                cx.waker().wake_by_ref();
+            }
+            Poll::Pending
+        })
     }
 }
