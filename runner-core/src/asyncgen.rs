@@ -47,7 +47,7 @@ use futures_core::Stream;
 
 use crate::context::Context;
 use crate::defer::{guarded, in_context, schedule_cleanup};
-use crate::error::panic_message;
+use crate::error::{drop_quietly, panic_message};
 use crate::event_loop::{self, LoopInner};
 use crate::exception::{place, ExceptionContext};
 use crate::task::Cleanup;
@@ -161,8 +161,11 @@ impl<T: 'static> Closable for Core<T> {
                     ExceptionContext::new(format!(
                         "an error occurred during closing of asynchronous generator {name}"
                     ))
-                    .with_error(err),
+                    .with_error(&err),
                 );
+                if let AsyncGenError::Panicked(payload) = err {
+                    drop_quietly(payload);
+                }
             }
         };
         let name = self.describe();

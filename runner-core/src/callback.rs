@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use async_io::Timer;
 
 use crate::context::Context;
-use crate::event_loop::{EventLoop, Shared};
+use crate::event_loop::{EventLoop, Shared, CALLBACK_BATCH};
 
 /// Lets a scheduled callback be cancelled before it runs.
 #[derive(Clone)]
@@ -163,7 +163,8 @@ impl Callbacks {
     /// One round: move due timers to the ready queue, run what is ready, re-arm the timer.
     pub(crate) fn drive(&self, lp: &EventLoop, cx: &mut Cx<'_>) -> Poll<()> {
         self.move_due_timers();
-        let round = self.ready.borrow().len();
+        // Only what was ready when the round began (Python's rule), and at most a batch.
+        let round = self.ready.borrow().len().min(CALLBACK_BATCH);
         for _ in 0..round {
             let Some(callback) = self.ready.borrow_mut().pop_front() else {
                 break;

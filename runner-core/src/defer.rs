@@ -41,7 +41,7 @@ use futures_lite::FutureExt;
 use pin_project_lite::pin_project;
 
 use crate::context::Context;
-use crate::error::panic_message;
+use crate::error::{drop_quietly, panic_message};
 use crate::event_loop::{self, EventLoop, LoopInner};
 use crate::exception::{place, ExceptionContext};
 use crate::task::{self, Cleanup};
@@ -138,10 +138,10 @@ pub(crate) fn run_on_the_spot(cleanups: Vec<Cleanup>) {
         return;
     }
     if ABANDONING.with(|a| a.get()) {
-        eprintln!(
+        crate::exception::write_stderr(format_args!(
             "runner: {} async cleanup(s) skipped: Ctrl-C was pressed twice, nothing is waited for",
             cleanups.len()
-        );
+        ));
         return;
     }
     for cleanup in cleanups {
@@ -163,6 +163,7 @@ where
                 ExceptionContext::new(format!("panic in {}", describe()))
                     .with_error(panic_message(&*payload)),
             );
+            drop_quietly(payload);
         }
     })
 }

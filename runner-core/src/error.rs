@@ -48,7 +48,9 @@ impl RunError {
         match self {
             RunError::Interrupted => crate::signal::end_process_as_interrupted(),
             other => {
-                eprintln!("error: {other}");
+                use std::io::Write;
+                // A closed or full stderr must not turn the exit into a panic.
+                let _ = writeln!(std::io::stderr(), "error: {other}");
                 std::process::exit(1)
             }
         }
@@ -147,5 +149,27 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> &str {
         s
     } else {
         "Box<dyn Any> (a panic payload that is not a string)"
+    }
+}
+
+/// Run `f`, containing a panic: runner's own work (reports, destructors it runs on a task's
+/// behalf) must never unwind into the loop. The panic's payload is dropped quietly too.
+pub(crate) fn catch_quietly<R>(f: impl FnOnce() -> R) -> Option<R> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(value) => Some(value),
+        Err(payload) => {
+            drop_quietly(payload);
+            None
+        }
+    }
+}
+
+/// Drop a panic payload whose own destructor may panic (`panic_any` of such a value): that
+/// second panic is contained and its payload leaked, since dropping it could panic again.
+pub(crate) fn drop_quietly(payload: Box<dyn Any + Send>) {
+    if let Err(again) =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(payload)))
+    {
+        std::mem::forget(again);
     }
 }

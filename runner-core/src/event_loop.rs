@@ -40,10 +40,10 @@ use crate::blocking::DefaultExecutor;
 use crate::callback::{CallbackHandle, Callbacks};
 use crate::context::Context;
 use crate::debug;
-use crate::error::{panic_message, RunError};
+use crate::error::{drop_quietly, panic_message, RunError};
 use crate::exception::{self, ExceptionContext};
-use crate::executor::Executor;
-use crate::task::{Header, Slot, Task, TaskFuture, TaskRef, TaskSet};
+use crate::executor::{Executor, Spawner};
+use crate::task::{Header, Output, Slot, Task, TaskFuture, TaskRef, TaskSet};
 
 thread_local! {
     /// The loop running on this thread, if any: what makes a nested `run` refusable before
@@ -56,6 +56,14 @@ thread_local! {
 
 type Handler = Rc<dyn Fn(&EventLoop, &ExceptionContext)>;
 
+/// The most callbacks (and, separately, jobs posted from other threads) one round of the
+/// callback driver runs before the loop's tasks, timers and I/O get their turn.
+pub(crate) const CALLBACK_BATCH: usize = 128;
+
+/// How many times close cancels the tasks pending on the loop before it gives up on the ones
+/// still being spawned.
+const CANCEL_ROUNDS: usize = 8;
+
 /// A job sent to the loop thread from anywhere.
 pub(crate) type Job = Box<dyn FnOnce() + Send>;
 
@@ -64,11 +72,13 @@ pub(crate) type Job = Box<dyn FnOnce() + Send>;
 pub(crate) struct Shared {
     queue: Mutex<SharedQueue>,
     closed: AtomicBool,
+    /// Spawns tasks from other threads onto the loop's executor.
+    spawner: Spawner,
 }
 
 #[derive(Default)]
 struct SharedQueue {
-    jobs: Vec<Job>,
+    jobs: std::collections::VecDeque<Job>,
     waker: Option<Waker>,
 }
 
@@ -84,7 +94,7 @@ impl Shared {
             if self.closed.load(Ordering::Acquire) {
                 return Err(job);
             }
-            queue.jobs.push(job);
+            queue.jobs.push_back(job);
             queue.waker.clone()
         };
         if let Some(waker) = waker {
@@ -101,13 +111,17 @@ impl Shared {
         }
     }
 
-    /// Take the queued jobs and remember who to wake for the next ones.
-    pub(crate) fn take_jobs(&self, waker: &Waker) -> Vec<Job> {
+    /// Take at most `max` queued jobs, oldest first, and remember who to wake for the next
+    /// ones; also whether more are left. The bound is what keeps a thread that posts faster
+    /// than the loop runs from starving the loop's tasks and timers.
+    pub(crate) fn take_jobs(&self, waker: &Waker, max: usize) -> (Vec<Job>, bool) {
         let mut queue = self.lock();
         if !queue.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
             queue.waker = Some(waker.clone());
         }
-        std::mem::take(&mut queue.jobs)
+        let n = queue.jobs.len().min(max);
+        let jobs = queue.jobs.drain(..n).collect();
+        (jobs, !queue.jobs.is_empty())
     }
 
     fn close(&self) {
@@ -152,7 +166,18 @@ impl LoopInner {
     fn drop_tasks(&self) {
         let tasks = std::mem::take(&mut *self.tasks.borrow_mut());
         let driver = self.driver.borrow_mut().take();
-        self.executor.close(tasks.wakers().chain(driver));
+        let wakers = tasks.take_wakers().into_iter().chain(driver);
+        let outcome = self.executor.close(wakers, || tasks.all_finished());
+        if outcome.unreached {
+            let left = tasks.pending().len();
+            report(
+                Some(&self.shared),
+                ExceptionContext::new(format!(
+                    "{left} task(s) of the closed loop could not be torn down: another thread \
+                     began waking them and did not finish within a second; they are leaked"
+                )),
+            );
+        }
     }
 }
 
@@ -319,7 +344,7 @@ impl EventLoop {
             _abandoning = Abandoning::new(true);
             return Err(RunError::Interrupted);
         };
-        match output {
+        match output.and_then(Output::into_inner) {
             Some(value) => Ok(value),
             None => match main_ref.take_panic() {
                 Some(payload) => resume_unwind(payload),
@@ -440,6 +465,7 @@ impl EventLoop {
                     .with_error(panic_message(&*payload)),
             );
             self.default_exception_handler(&ctx);
+            drop_quietly(payload);
         }
     }
 
@@ -522,9 +548,15 @@ impl EventLoop {
 
     /// Cancel every pending task, and every task spawned while they are cancelled, and wait for
     /// all of them to finish (R2.1).
+    ///
+    /// Python's runner cancels one snapshot of the pending tasks and waits for it. Here tasks
+    /// spawned while that snapshot is cancelled (from destructors, say) are cancelled in further
+    /// rounds, at most `CANCEL_ROUNDS` in all, so that close ends even when every cancelled task
+    /// spawns a replacement. What is still pending after the last round is reported ("tasks kept
+    /// being spawned during runner shutdown") and dropped when the loop closes.
     pub(crate) async fn cancel_all_tasks(&self) {
         self.inner.closing.set(true);
-        loop {
+        for _ in 0..CANCEL_ROUNDS {
             let pending = self.inner.tasks.borrow().pending();
             if pending.is_empty() {
                 break;
@@ -535,6 +567,22 @@ impl EventLoop {
             for task in &pending {
                 task.finished().await;
             }
+        }
+        let left = self.inner.tasks.borrow().pending();
+        if !left.is_empty() {
+            let (n, was) = match left.len() {
+                1 => (1, "task was"),
+                n => (n, "tasks were"),
+            };
+            let first = left[0].info();
+            self.call_exception_handler(
+                ExceptionContext::new(format!(
+                    "tasks kept being spawned during runner shutdown: after {CANCEL_ROUNDS} \
+                     rounds of cancelling, {n} {was} still pending; they are dropped without \
+                     being waited for"
+                ))
+                .with_task(first),
+            );
         }
         self.inner.closing.set(false);
     }
@@ -573,9 +621,13 @@ impl EventLoop {
             *driver = Some(cx.waker().clone());
         }
         drop(driver);
-        let jobs = self.inner.shared.take_jobs(cx.waker());
+        let (jobs, more) = self.inner.shared.take_jobs(cx.waker(), CALLBACK_BATCH);
         for job in jobs {
             self.run_callback(job, None);
+        }
+        if more {
+            // The rest waits for the next round, after tasks, timers and I/O had their turn.
+            cx.waker().wake_by_ref();
         }
         self.inner.callbacks.drive(self, cx)
     }
@@ -594,6 +646,7 @@ impl EventLoop {
                 ExceptionContext::new(format!("panic in callback {}", describe()))
                     .with_error(panic_message(&*payload)),
             );
+            drop_quietly(payload);
         }
         if let (Some(threshold), Some(started)) = (threshold, started) {
             let took = started.elapsed();
@@ -698,12 +751,14 @@ impl LoopBuilder {
 
     /// Build the loop. Nothing runs and no thread starts until it is used.
     pub fn build(self) -> EventLoop {
+        let executor = Executor::new();
         let shared = Arc::new(Shared {
             queue: Mutex::default(),
             closed: AtomicBool::new(false),
+            spawner: executor.spawner(),
         });
         let inner = Rc::new(LoopInner {
-            executor: Executor::new(),
+            executor,
             driver: RefCell::new(None),
             default_executor: DefaultExecutor::new(self.max_blocking_threads),
             shared,
@@ -764,17 +819,11 @@ impl LoopHandle {
         F::Output: Send + 'static,
     {
         let header = Header::new(None, Location::caller(), Some(self.shared.clone()));
+        if self.is_closed() {
+            return Task::cancelled(header);
+        }
         let fut = TaskFuture::new(fut, header.clone(), Context::current(), Slot::OnFirstPoll);
-        let shared = self.shared.clone();
-        // Each wake-up of the task is a job on the loop's queue; on a closed loop the job, and
-        // with it the task, is dropped, which the handle sees as cancellation.
-        let (runnable, task) = async_task::spawn(fut, move |runnable: async_task::Runnable| {
-            let _ = shared.post(Box::new(move || {
-                runnable.run();
-            }));
-        });
-        runnable.schedule();
-        Task::new(task, header)
+        Task::new(self.shared.spawner.spawn(fut), header)
     }
 
     /// True once the loop is closed.

@@ -79,9 +79,16 @@ impl fmt::Display for ExceptionContext {
 }
 
 /// Write a report to stderr: what the default handler does, and the last resort when no loop
-/// is left to take a report.
+/// is left to take a report. A report that cannot be written (stderr closed, a broken pipe, a
+/// full disk) is dropped: `eprintln!` would panic instead.
 pub(crate) fn write_to_stderr(ctx: &ExceptionContext) {
-    eprintln!("runner: {ctx}");
+    write_stderr(format_args!("runner: {ctx}"));
+}
+
+/// Write one line to stderr, dropping it if it cannot be written.
+pub(crate) fn write_stderr(line: fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 /// How reports name a place in the source: `file:line:column`.

@@ -24,7 +24,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context as Cx, Poll, Waker};
-use std::thread::{self, ThreadId};
+use std::thread;
 
 use async_task::Runnable;
 
@@ -59,8 +59,6 @@ struct Remote {
     queue: Mutex<RemoteQueue>,
     /// Something is in `queue` (read without the lock on every tick).
     pending: AtomicBool,
-    closed: AtomicBool,
-    thread: ThreadId,
 }
 
 #[derive(Default)]
@@ -99,18 +97,11 @@ impl Remote {
         }
     }
 
+    /// Queue a runnable woken off the loop (another thread, or this one while the loop is not
+    /// running). Never drops it, even on a closed loop: dropping a task runs its destructors,
+    /// and a wake-up may come from inside someone's lock (a channel waking its receivers), so
+    /// teardown happens only in [`Executor::close`], which drains this queue.
     fn push(&self, runnable: Runnable) {
-        if self.closed.load(Ordering::Acquire) {
-            if thread::current().id() == self.thread {
-                // Closed: nothing will run it again. Dropping it drops the task's future.
-                drop(runnable);
-            } else {
-                // A task of a closed loop woken from another thread: its future is not `Send`
-                // and may not be dropped here, so the task is leaked instead.
-                std::mem::forget(runnable);
-            }
-            return;
-        }
         let waker = {
             let mut queue = self.lock();
             queue.runnables.push(runnable);
@@ -154,8 +145,6 @@ impl Executor {
             remote: Arc::new(Remote {
                 queue: Mutex::default(),
                 pending: AtomicBool::new(false),
-                closed: AtomicBool::new(false),
-                thread: thread::current().id(),
             }),
             parked: RefCell::default(),
         }
@@ -171,6 +160,11 @@ impl Executor {
         let (runnable, task) = async_task::spawn_local(fut, move |r| remote.schedule(r));
         runnable.schedule();
         task
+    }
+
+    /// The `Send` way in: spawns onto this executor from any thread.
+    pub(crate) fn spawner(&self) -> Spawner {
+        Spawner(self.remote.clone())
     }
 
     /// A future that polls `main`, and runs the queued tasks between its polls, until `main`
@@ -208,28 +202,107 @@ impl Executor {
         true
     }
 
-    /// Drop every task: wake the ones that wait (`wakers`), so that they are queued, and drop
-    /// what is queued until nothing is; tasks woken later are dropped when woken.
-    pub(crate) fn close(&self, wakers: impl IntoIterator<Item = Waker>) {
-        self.remote.closed.store(true, Ordering::Release);
+    /// Drop every task. `wakers` reach the tasks that wait on something: waking them queues
+    /// them. Then what is queued is dropped, one batch at a time, until nothing is: a dropped
+    /// task's destructors may wake others, which join the queue instead of being torn down
+    /// inside that wake-up (no recursion, no re-entered lock). `all_dropped` tells whether
+    /// every task has been torn down; while it says no, close waits for the wake-ups still on
+    /// their way from other threads, at most `IN_FLIGHT_WAIT` without one arriving.
+    pub(crate) fn close(
+        &self,
+        wakers: impl IntoIterator<Item = Waker>,
+        all_dropped: impl Fn() -> bool,
+    ) -> CloseOutcome {
         for waker in wakers {
             waker.wake();
         }
+        let mut outcome = CloseOutcome::default();
         loop {
             let mut batch = std::mem::take(&mut *self.parked.borrow_mut());
             self.remote.drain_into(&mut batch);
             if batch.is_empty() {
-                return;
+                if all_dropped() || !self.remote.wait_for_push(IN_FLIGHT_WAIT) {
+                    outcome.unreached = !all_dropped();
+                    return outcome;
+                }
+                continue;
             }
-            // Dropping a task runs its destructors, which may wake (and so queue) others.
-            drop(batch);
+            while let Some(runnable) = batch.pop_front() {
+                outcome.dropped += 1;
+                drop(runnable);
+            }
+        }
+    }
+}
+
+/// How long close waits for a wake-up another thread has started but not finished (the task is
+/// marked scheduled, its runnable not queued yet): a few instructions on a running thread, so
+/// only a thread descheduled at that moment takes long.
+const IN_FLIGHT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What [`Executor::close`] did.
+#[derive(Default, Debug)]
+pub(crate) struct CloseOutcome {
+    /// Runnables dropped (each one a task torn down, or a finished task's last reference).
+    pub(crate) dropped: usize,
+    /// Some task could not be reached: woken elsewhere and never queued within the wait.
+    pub(crate) unreached: bool,
+}
+
+/// Wakes a thread parked in [`Remote::wait_for_push`].
+struct ThreadWaker(thread::Thread);
+
+impl std::task::Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+impl Remote {
+    /// Park this thread until something is pushed; false if `limit` passed first.
+    fn wait_for_push(&self, limit: std::time::Duration) -> bool {
+        let waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if !self.park(&waker) {
+                return true;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            thread::park_timeout(deadline - now);
         }
     }
 }
 
 impl Drop for Executor {
     fn drop(&mut self) {
-        self.close(None);
+        // Whatever was queued after close (or everything, if close never ran).
+        self.close(None, || true);
+    }
+}
+
+/// Spawns `Send` futures onto an executor from any thread. Their wake-ups go through the same
+/// queue as every other task's, so close tears them down the same way.
+#[derive(Clone)]
+pub(crate) struct Spawner(Arc<Remote>);
+
+impl Spawner {
+    /// Spawn `fut`, queued to run on the executor's thread.
+    pub(crate) fn spawn<F>(&self, fut: F) -> async_task::Task<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let remote = self.0.clone();
+        let (runnable, task) = async_task::spawn(fut, move |r| remote.schedule(r));
+        runnable.schedule();
+        task
     }
 }
 

@@ -34,7 +34,7 @@ use event_listener::Event;
 use pin_project_lite::pin_project;
 
 use crate::context::Context;
-use crate::error::{panic_message, TaskError};
+use crate::error::{catch_quietly, drop_quietly, panic_message, TaskError};
 use crate::event_loop::{self, Shared};
 use crate::exception::ExceptionContext;
 
@@ -183,6 +183,7 @@ impl Header {
             let ctx = ExceptionContext::new("task panic was never retrieved")
                 .with_error(panic_message(&*payload))
                 .with_task(self.info());
+            drop_quietly(payload);
             event_loop::report(self.owner.as_ref(), ctx);
         }
     }
@@ -256,11 +257,15 @@ impl TaskSet {
     }
 
     /// The wakers of every task, to reach the ones that wait on something.
-    pub(crate) fn wakers(self) -> impl Iterator<Item = Waker> {
-        self.slots.into_iter().filter_map(|entry| match entry {
-            Entry::Task(header, _) => header.waker().take(),
-            Entry::Free(_) => None,
-        })
+    pub(crate) fn take_wakers(&self) -> Vec<Waker> {
+        self.headers()
+            .filter_map(|(h, _)| h.waker().take())
+            .collect()
+    }
+
+    /// True once every task's future has been dropped (finished or torn down).
+    pub(crate) fn all_finished(&self) -> bool {
+        self.headers().all(|(h, _)| h.has(FINISHED))
     }
 
     fn unfinished(&self) -> impl Iterator<Item = &Arc<Header>> {
@@ -305,7 +310,7 @@ pin_project! {
             let mut this = this.project();
             if this.fut.is_some() || *this.cleanups_pending {
                 let mut entered = Enter::new(this.header, this.ctx);
-                let _ = catch_unwind(AssertUnwindSafe(|| this.fut.set(None)));
+                catch_quietly(|| this.fut.set(None));
                 let mut left = entered.take_cleanups().unwrap_or_default();
                 if *this.cleanups_pending {
                     if let Some(lp) = event_loop::get_running_loop() {
@@ -313,7 +318,14 @@ pin_project! {
                     }
                 }
                 crate::defer::run_on_the_spot(left);
+                drop(entered);
                 this.header.finish();
+            }
+            // async-task drops a task's future under its abort guard: the values of the task's
+            // context variables are user values whose destructors may panic.
+            if !this.ctx.is_empty() {
+                let ctx = std::mem::take(this.ctx);
+                catch_quietly(move || drop(ctx));
             }
         }
     }
@@ -348,8 +360,38 @@ impl<F: Future> TaskFuture<F> {
     }
 }
 
+/// A task's output as async-task holds it until the handle takes it. async-task drops an output
+/// nobody takes (the handle was dropped) under its abort guard, where a panicking destructor
+/// aborts the process; this wrapper drops it first, containing and reporting such a panic.
+pub(crate) struct Output<T>(Option<T>);
+
+impl<T> Output<T> {
+    pub(crate) fn into_inner(mut self) -> Option<T> {
+        self.0.take()
+    }
+}
+
+impl<T> Drop for Output<T> {
+    fn drop(&mut self) {
+        if !std::mem::needs_drop::<T>() {
+            return;
+        }
+        if let Some(value) = self.0.take() {
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(value))) {
+                let ctx = ExceptionContext::new(
+                    "panic while dropping the output of a task: its handle was dropped, so the \
+                     output was dropped with the task",
+                )
+                .with_error(panic_message(&*payload));
+                drop_quietly(payload);
+                event_loop::report(None, ctx);
+            }
+        }
+    }
+}
+
 impl<F: Future> Future for TaskFuture<F> {
-    type Output = Option<F::Output>;
+    type Output = Option<Output<F::Output>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Cx<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
@@ -391,7 +433,7 @@ impl<F: Future> Future for TaskFuture<F> {
             };
             if !matches!(outcome, Outcome::Pending) {
                 // Done: drop what is left of the future now, inside the task's context.
-                let _ = catch_unwind(AssertUnwindSafe(|| fut.set(None)));
+                catch_quietly(|| fut.set(None));
                 *this.ended = Some(outcome);
             }
         }
@@ -414,7 +456,7 @@ impl<F: Future> Future for TaskFuture<F> {
         }
         let output = match this.ended.take() {
             None | Some(Outcome::Pending) => return Poll::Pending,
-            Some(Outcome::Ready(v)) => Some(v),
+            Some(Outcome::Ready(v)) => Some(Output(Some(v))),
             Some(Outcome::Cancelled) => None,
             Some(Outcome::Panicked(payload)) => {
                 header.store_panic(payload);
@@ -426,6 +468,7 @@ impl<F: Future> Future for TaskFuture<F> {
                     let ctx = ExceptionContext::new("unhandled panic during runner shutdown")
                         .with_error(panic_message(&*payload))
                         .with_task(header.info());
+                    drop_quietly(payload);
                     event_loop::report(header.owner.as_ref(), ctx);
                 } else {
                     header.store_panic(payload);
@@ -527,13 +570,13 @@ impl Drop for Enter<'_> {
 /// ```
 #[must_use = "a dropped Task keeps running detached; await it to get its output"]
 pub struct Task<T> {
-    inner: Option<async_task::FallibleTask<Option<T>>>,
+    inner: Option<async_task::FallibleTask<Option<Output<T>>>>,
     header: Arc<Header>,
     retrieved: bool,
 }
 
 impl<T> Task<T> {
-    pub(crate) fn new(inner: async_task::Task<Option<T>>, header: Arc<Header>) -> Self {
+    pub(crate) fn new(inner: async_task::Task<Option<Output<T>>>, header: Arc<Header>) -> Self {
         Task {
             inner: Some(inner.fallible()),
             header,
@@ -582,7 +625,7 @@ impl<T> Future for Task<T> {
         let output = match self.inner.as_mut() {
             Some(inner) => match Pin::new(inner).poll(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(output) => output.flatten(),
+                Poll::Ready(output) => output.flatten().and_then(Output::into_inner),
             },
             None => None,
         };

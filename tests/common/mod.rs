@@ -159,3 +159,65 @@ pub fn finishes_within<T: Send + 'static>(
         Err(_) => panic!("still running after {limit:?}: hung"),
     }
 }
+
+/// Adds one to a counter when dropped (on the loop thread).
+pub struct CountOnDrop(pub Rc<std::cell::Cell<usize>>);
+
+impl Drop for CountOnDrop {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() + 1);
+    }
+}
+
+/// Adds one to a counter when dropped, on any thread.
+pub struct CountOnDropSync(pub std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for CountOnDropSync {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Run one `#[ignore]`d test of this test binary in a child process whose stderr is a pipe
+/// closed before the child writes to it (as in `prog 2>&1 | head -1`). Killed after `limit`.
+pub fn run_child_without_stderr(test: &str, limit: std::time::Duration) -> Output {
+    use std::io::Read;
+    use std::process::Stdio;
+    let exe = std::env::current_exe().expect("the test binary knows its own path");
+    let mut child = Command::new(exe)
+        .args([
+            test,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the child test process starts");
+    drop(child.stderr.take());
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = stdout.read_to_end(&mut text);
+        text
+    });
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("the child can be waited for") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break child.wait().expect("the killed child can be waited for");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    Output {
+        status,
+        stdout: reader.join().unwrap_or_default(),
+        stderr: b"(closed by the test)".to_vec(),
+    }
+}
