@@ -80,8 +80,111 @@ mod child {
         }
     }
 
+    /// Issue 11, item 8: main returns while a `to_thread` job is stuck; Ctrl-C stops close's
+    /// wait for it, and the process then ends as killed by SIGINT (not with status 0).
+    mod macro_ctrl_c_while_joining_stuck_thread {
+        #[runner::main]
+        pub async fn main() {
+            let (tx, rx) = async_channel::bounded(1);
+            drop(runner::to_thread(move || {
+                let _ = tx.send_blocking(());
+                std::thread::sleep(super::LONG);
+            }));
+            let _ = rx.recv().await;
+            super::say("ready: main returns, close joins a stuck thread");
+        }
+    }
+
+    /// Issue 11, item 9: after the first Ctrl-C, close waits for a stuck `to_thread` job. It says
+    /// so after a second, and `shutdown_timeout` bounds the wait.
+    mod macro_stuck_thread_after_ctrl_c {
+        #[runner::main(shutdown_timeout = "3s")]
+        pub async fn main() {
+            drop(runner::to_thread(|| std::thread::sleep(super::LONG)));
+            super::say("ready");
+            runner::sleep(super::LONG).await;
+        }
+    }
+
+    /// The same with the default timeout (300 s): the second Ctrl-C gets out at once.
+    mod macro_stuck_thread_second_ctrl_c {
+        #[runner::main]
+        pub async fn main() {
+            drop(runner::to_thread(|| std::thread::sleep(super::LONG)));
+            super::say("ready");
+            runner::sleep(super::LONG).await;
+        }
+    }
+
+    /// A main future whose `into_future` is slow: Ctrl-C can arrive before the main task exists.
+    struct SlowStart;
+
+    impl std::future::IntoFuture for SlowStart {
+        type Output = ();
+        type IntoFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+
+        fn into_future(self) -> Self::IntoFuture {
+            say("ready: into_future is slow");
+            std::thread::sleep(Duration::from_millis(1500));
+            Box::pin(async {
+                say("main ran");
+                runner::sleep(LONG).await;
+            })
+        }
+    }
+
     pub fn run(name: &str) {
         match name {
+            "macro_ctrl_c_while_joining_stuck_thread" => {
+                macro_ctrl_c_while_joining_stuck_thread::main()
+            }
+            "macro_stuck_thread_after_ctrl_c" => macro_stuck_thread_after_ctrl_c::main(),
+            "macro_stuck_thread_second_ctrl_c" => macro_stuck_thread_second_ctrl_c::main(),
+            // Issue 11, item 1: the second Ctrl-C with a channel pair on the loop and a cleanup
+            // that never finishes: run returns and close tears the pair down without deadlock.
+            "second_ctrl_c_channel_pair" => {
+                let runner = Runner::new();
+                let result = runner.run(async {
+                    let (tx, rx) = async_channel::bounded::<u32>(1);
+                    drop(runner::spawn(async move {
+                        let _tx = tx;
+                        std::future::pending::<()>().await;
+                    }));
+                    drop(runner::spawn(async move {
+                        let _ = rx.recv().await;
+                    }));
+                    let _cleanup = runner::defer(async {
+                        say("cleanup started");
+                        std::future::pending::<()>().await;
+                    });
+                    say("ready");
+                    runner::sleep(LONG).await;
+                });
+                say(format!("run returned {result:?}"));
+                runner.close();
+                say("closed");
+            }
+            // Issue 11, item 8: one Ctrl-C before the main task exists is a first Ctrl-C: main
+            // is cancelled, and close still waits for a leftover task's cleanup.
+            "ctrl_c_before_main_exists" => {
+                let runner = Runner::new();
+                runner
+                    .run(async {
+                        drop(runner::spawn(async {
+                            let _cleanup = runner::defer(async {
+                                runner::sleep(Duration::from_millis(2)).await;
+                                say("leftover cleanup ran");
+                            });
+                            runner::sleep(LONG).await;
+                        }));
+                        runner::yield_now().await;
+                    })
+                    .expect("the first run returns normally");
+                let result = runner.run(SlowStart);
+                say(format!("run returned {result:?}"));
+                runner.close();
+                say("closed");
+            }
             "macro_main_interrupted" => macro_main_interrupted::main(),
             "macro_main_cancelled" => macro_main_cancelled::main(),
             // R6.2, R6.7: one Ctrl-C while main awaits a long sleep.
@@ -728,6 +831,121 @@ mod driver {
         )
     }
 
+    fn second_ctrl_c_channel_pair() -> Result<(), String> {
+        let mut child = Child::start("second_ctrl_c_channel_pair")?;
+        child.expect_line("ready")?;
+        child.sigint()?;
+        child.expect_line("cleanup started")?;
+        std::thread::sleep(Duration::from_millis(200));
+        child.sigint()?;
+        let (status, out, err) = child.finish()?;
+        check(
+            index_of(&out, "run returned Err(Interrupted)").is_some(),
+            "the second Ctrl-C made run return",
+            &out,
+            &err,
+        )?;
+        check(
+            status.success() && index_of(&out, "closed").is_some(),
+            "close returned and the process exited normally",
+            &out,
+            &err,
+        )
+    }
+
+    fn ctrl_c_before_main_exists() -> Result<(), String> {
+        let mut child = Child::start("ctrl_c_before_main_exists")?;
+        child.expect_line("ready")?;
+        child.sigint()?;
+        let (status, out, err) = child.finish()?;
+        check(status.success(), "the process exits normally", &out, &err)?;
+        check(
+            index_of(&out, "run returned Err(Interrupted)").is_some(),
+            "run returned Interrupted",
+            &out,
+            &err,
+        )?;
+        check(
+            index_of(&out, "main ran").is_none(),
+            "the main task was cancelled before its first poll",
+            &out,
+            &err,
+        )?;
+        check(
+            index_of(&out, "leftover cleanup ran").is_some() && !err.contains("twice"),
+            "a single Ctrl-C is a first one: close waited for the leftover cleanup",
+            &out,
+            &err,
+        )
+    }
+
+    fn macro_ctrl_c_while_joining_stuck_thread() -> Result<(), String> {
+        let mut child = Child::start("macro_ctrl_c_while_joining_stuck_thread")?;
+        child.expect_line("ready")?;
+        std::thread::sleep(Duration::from_millis(300)); // close is joining the stuck thread
+        child.sigint()?;
+        let (status, out, err) = child.finish()?;
+        check(
+            killed_by_sigint(status),
+            "Ctrl-C during close ends #[runner::main] as killed by SIGINT",
+            &out,
+            &err,
+        )
+    }
+
+    fn macro_stuck_thread_after_ctrl_c() -> Result<(), String> {
+        let mut child = Child::start("macro_stuck_thread_after_ctrl_c")?;
+        child.expect_line("ready")?;
+        child.sigint()?;
+        let (status, out, err) = child.finish()?;
+        check(
+            killed_by_sigint(status),
+            "the process ends killed by SIGINT",
+            &out,
+            &err,
+        )?;
+        check(
+            err.contains("runner: still closing after 1 s, waiting for:")
+                && err.contains("a to_thread job started at tests/ctrl_c.rs:")
+                && err.contains("press Ctrl-C again to exit at once"),
+            "after a second, close says what it waits for and how to get out",
+            &out,
+            &err,
+        )?;
+        check(
+            err.contains("did not finish joining its threads within 3 seconds"),
+            "shutdown_timeout = \"3s\" bounded the wait",
+            &out,
+            &err,
+        )
+    }
+
+    fn macro_stuck_thread_second_ctrl_c() -> Result<(), String> {
+        let mut child = Child::start("macro_stuck_thread_second_ctrl_c")?;
+        child.expect_line("ready")?;
+        child.sigint()?;
+        std::thread::sleep(Duration::from_millis(1500)); // past the notice
+        let second = Instant::now();
+        child.sigint()?;
+        let (status, out, err) = child.finish()?;
+        println!(
+            "    second Ctrl-C to the end of the process: {:.0} ms",
+            second.elapsed().as_secs_f64() * 1000.0
+        );
+        check(
+            killed_by_sigint(status),
+            "the second Ctrl-C ends the process as killed by SIGINT",
+            &out,
+            &err,
+        )?;
+        check(
+            err.contains("still closing after 1 s"),
+            "the notice was printed before",
+            &out,
+            &err,
+        )
+    }
+
     pub fn run() {
         let filter: Vec<String> = std::env::args()
             .skip(1)
@@ -761,6 +979,26 @@ mod driver {
                 macro_main_interrupted,
             ),
             ("r9_1_macro_main_run_error_exits_1", macro_main_cancelled),
+            (
+                "issue11_1_second_ctrl_c_with_channel_pair_closes",
+                second_ctrl_c_channel_pair,
+            ),
+            (
+                "issue11_8_ctrl_c_before_main_exists_is_a_first_one",
+                ctrl_c_before_main_exists,
+            ),
+            (
+                "issue11_8_ctrl_c_while_joining_stuck_thread_ends_killed",
+                macro_ctrl_c_while_joining_stuck_thread,
+            ),
+            (
+                "issue11_9_close_says_what_it_waits_for_and_timeout_bounds_it",
+                macro_stuck_thread_after_ctrl_c,
+            ),
+            (
+                "issue11_9_second_ctrl_c_gets_out_of_a_stuck_join",
+                macro_stuck_thread_second_ctrl_c,
+            ),
             ("test_interrupt_call_soon", || {
                 interrupted("test_interrupt_call_soon", "run returned Err(Interrupted)")
             }),

@@ -1,6 +1,6 @@
-//! Shutdown always ends: no hang, deadlock, leak or abort at close (rules C1-C7 in
-//! docs/behaviour.md). Each test reproduces a program that once hung, leaked or aborted; the ones
-//! that could hang run under the watchdog, the ones that could crash the process run in a child.
+//! Shutdown always ends: no hang, deadlock, leak or abort at close. Each test reproduces a
+//! program that once hung, leaked or aborted (issue 11's items); the ones that could hang run
+//! under the watchdog, the ones that could crash the process run in a child process.
 
 mod common;
 

@@ -17,8 +17,9 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
+use std::panic::Location;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_task::Runnable;
 use event_listener::Event;
@@ -40,8 +41,12 @@ impl DefaultExecutor {
         }
     }
 
-    /// Queue `job` on the pool; its task handle.
-    pub(crate) fn spawn<F>(&self, job: F) -> async_task::Task<F::Output>
+    /// Queue `job`, called from `at`, on the pool; its task handle.
+    pub(crate) fn spawn<F>(
+        &self,
+        job: F,
+        at: &'static Location<'static>,
+    ) -> async_task::Task<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
@@ -57,9 +62,27 @@ impl DefaultExecutor {
             .borrow_mut()
             .get_or_insert_with(|| Arc::new(Pool::new(self.max_threads)))
             .clone();
+        let busy = pool.clone();
+        let job = async move {
+            let _busy = busy.busy(at);
+            job.await
+        };
         let (runnable, task) = async_task::spawn(job, move |r| pool.submit(r));
         runnable.schedule();
         task
+    }
+
+    /// The jobs running now: where each was started from, and for how long it has run.
+    pub(crate) fn running_jobs(&self) -> Vec<(&'static Location<'static>, Duration)> {
+        let Some(pool) = self.pool.borrow().clone() else {
+            return Vec::new();
+        };
+        let now = Instant::now();
+        let running = pool.lock().running.clone();
+        running
+            .into_iter()
+            .map(|(_, at, since)| (at, now.saturating_duration_since(since)))
+            .collect()
     }
 
     /// True if the pool was never started: shutting it down has nothing to wait for.
@@ -70,9 +93,11 @@ impl DefaultExecutor {
     /// Stop taking jobs and wait until every thread has exited; false if `timeout` ran out.
     pub(crate) async fn shutdown(&self, timeout: Option<Duration>) -> bool {
         self.shutdown_called.set(true);
-        let Some(pool) = self.pool.borrow_mut().take() else {
+        // Kept in place while joining, so that close can say which jobs it waits for.
+        let Some(pool) = self.pool.borrow().clone() else {
             return true;
         };
+        let _forget = ForgetPool(&self.pool);
         pool.shutdown();
         let joined = async {
             pool.all_exited().await;
@@ -99,6 +124,15 @@ impl DefaultExecutor {
     }
 }
 
+/// Lets go of the pool when the join ends, however it ends.
+struct ForgetPool<'a>(&'a RefCell<Option<Arc<Pool>>>);
+
+impl Drop for ForgetPool<'_> {
+    fn drop(&mut self) {
+        self.0.borrow_mut().take();
+    }
+}
+
 /// The machine's cores, read once: `available_parallelism` reads cgroup files on every call,
 /// which made building a loop cost tens of microseconds.
 fn cores() -> usize {
@@ -119,6 +153,24 @@ struct PoolState {
     threads: usize,
     idle: usize,
     shutdown: bool,
+    /// The jobs running now, for close to say what it waits for: id, call site, start.
+    running: Vec<(u64, &'static Location<'static>, Instant)>,
+    next_job: u64,
+}
+
+/// Keeps a job in the pool's list of running jobs while it runs.
+struct Busy<'a> {
+    pool: &'a Pool,
+    id: u64,
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        let mut state = self.pool.lock();
+        if let Some(i) = state.running.iter().position(|(id, ..)| *id == self.id) {
+            state.running.swap_remove(i);
+        }
+    }
 }
 
 impl Pool {
@@ -133,6 +185,15 @@ impl Pool {
 
     fn lock(&self) -> MutexGuard<'_, PoolState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Record a job started from `at` as running until the guard drops.
+    fn busy(&self, at: &'static Location<'static>) -> Busy<'_> {
+        let mut state = self.lock();
+        state.next_job += 1;
+        let id = state.next_job;
+        state.running.push((id, at, Instant::now()));
+        Busy { pool: self, id }
     }
 
     fn submit(self: &Arc<Self>, job: Runnable) {

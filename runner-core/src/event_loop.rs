@@ -60,6 +60,9 @@ type Handler = Rc<dyn Fn(&EventLoop, &ExceptionContext)>;
 /// callback driver runs before the loop's tasks, timers and I/O get their turn.
 pub(crate) const CALLBACK_BATCH: usize = 128;
 
+/// How long a run after Ctrl-C, or a close, waits before it says what it is waiting for.
+pub(crate) const NOTICE_AFTER: Duration = Duration::from_secs(1);
+
 /// How many times close cancels the tasks pending on the loop before it gives up on the ones
 /// still being spawned.
 const CANCEL_ROUNDS: usize = 8;
@@ -329,10 +332,25 @@ impl EventLoop {
             let main = self.inner.executor.run(main.as_mut());
             match interrupt {
                 None => Some(async_io::block_on(main)),
-                Some(interrupt) => async_io::block_on(async { Some(main.await) }.or(async {
-                    interrupt.aborted().await;
-                    None
-                })),
+                Some(interrupt) => {
+                    let shown = Cell::new(false);
+                    let notice = async {
+                        interrupt.pressed().await;
+                        let deadline = std::time::Instant::now() + NOTICE_AFTER;
+                        let heading = "still finishing the main task 1 s after Ctrl-C";
+                        self.notice_at(deadline, heading, Some(&main_ref), true, &shown)
+                            .await;
+                        None
+                    };
+                    async_io::block_on(
+                        async { Some(main.await) }
+                            .or(async {
+                                interrupt.aborted().await;
+                                None
+                            })
+                            .or(notice),
+                    )
+                }
             }
         };
         if let Some(interrupt) = interrupt {
@@ -381,7 +399,7 @@ impl EventLoop {
     {
         let header = Header::new(None, at, Some(self.inner.shared.clone()));
         let job = TaskFuture::new(async move { f() }, header.clone(), ctx, Slot::Never);
-        Task::new(self.inner.default_executor.spawn(job), header)
+        Task::new(self.inner.default_executor.spawn(job, at), header)
     }
 
     /// Schedule `f` to run on the loop's next iteration, in a copy of the current context.
@@ -585,6 +603,76 @@ impl EventLoop {
             );
         }
         self.inner.closing.set(false);
+    }
+
+    /// What a run or close still waits for, one line each: unfinished tasks with their name and
+    /// spawn site (`main` first, if given and unfinished), their pending async cleanups, and the
+    /// blocking jobs still running with their call site and running time.
+    pub(crate) fn pending_work(&self, main: Option<&TaskRef>) -> Vec<String> {
+        const MOST_TASKS: usize = 10;
+        let mut lines = Vec::new();
+        let mut tasks: Vec<TaskRef> = main
+            .filter(|m| !m.is_finished())
+            .cloned()
+            .into_iter()
+            .collect();
+        tasks.extend(self.inner.tasks.borrow().unfinished_refs());
+        for task in tasks.iter().take(MOST_TASKS) {
+            lines.push(task.info().to_string());
+        }
+        if tasks.len() > MOST_TASKS {
+            lines.push(format!("and {} more tasks", tasks.len() - MOST_TASKS));
+        }
+        let cleanups: usize = self
+            .inner
+            .task_cleanups
+            .borrow()
+            .values()
+            .map(Vec::len)
+            .sum();
+        if cleanups > 0 {
+            lines.push(format!(
+                "{cleanups} async cleanup(s) those tasks are running"
+            ));
+        }
+        for (at, running) in self.inner.default_executor.running_jobs() {
+            lines.push(format!(
+                "a to_thread job started at {}, running for {:.1} s",
+                exception::place(at),
+                running.as_secs_f64()
+            ));
+        }
+        lines
+    }
+
+    /// Wait until `deadline`, then write once (`shown` remembers) to stderr what is still
+    /// pending, headed by `heading`; then never complete. Raced against a waiting step, so that
+    /// a wait of more than a second is never silent. `ctrl_c`: a second Ctrl-C would get out.
+    pub(crate) async fn notice_at(
+        &self,
+        deadline: std::time::Instant,
+        heading: &str,
+        main: Option<&TaskRef>,
+        ctrl_c: bool,
+        shown: &Cell<bool>,
+    ) {
+        async_io::Timer::at(deadline).await;
+        if !shown.replace(true) {
+            let mut text = format!("runner: {heading}, waiting for:");
+            let lines = self.pending_work(main);
+            if lines.is_empty() {
+                text.push_str("\n  work runner cannot name (a generator's or stream's cleanup)");
+            }
+            for line in lines {
+                text.push_str("\n  ");
+                text.push_str(&line);
+            }
+            if ctrl_c {
+                text.push_str("\n  press Ctrl-C again to exit at once");
+            }
+            exception::write_stderr(format_args!("{text}"));
+        }
+        std::future::pending::<()>().await;
     }
 
     /// Close the loop: pending callbacks are dropped, tasks still on it are dropped (their

@@ -20,12 +20,14 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::IntoFuture;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe, Location};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use futures_lite::FutureExt;
 
 use crate::context::Context;
 use crate::defer::Abandoning;
 use crate::error::RunError;
-use crate::event_loop::{get_running_loop, EventLoop};
+use crate::event_loop::{get_running_loop, EventLoop, NOTICE_AFTER};
 use crate::signal;
 
 /// Python's `constants.THREAD_JOIN_TIMEOUT`.
@@ -52,6 +54,8 @@ pub struct Runner {
     context: RefCell<Context>,
     /// A second Ctrl-C ended a run: close waits for nothing.
     abandoned: Cell<bool>,
+    /// Ctrl-C stopped close's waiting: `RunnerBuilder::run` reports the run as interrupted.
+    close_interrupted: Cell<bool>,
 }
 
 impl Runner {
@@ -157,7 +161,8 @@ impl Runner {
         self.state.set(State::Closed);
         self.event_loop.borrow_mut().take();
         if let Some(lp) = lp {
-            close_loop(&lp, self.executor_shutdown_timeout, self.abandoned.get());
+            let interrupted = close_loop(&lp, self.executor_shutdown_timeout, self.abandoned.get());
+            self.close_interrupted.set(interrupted);
         }
     }
 
@@ -186,33 +191,63 @@ impl Drop for PutBack<'_> {
     }
 }
 
-/// R2's steps, in order. Inside another running loop the waiting steps cannot run, and after a
-/// second Ctrl-C (before or during close) nothing is waited for; the loop is closed either way.
-fn close_loop(lp: &EventLoop, timeout: Duration, abandoned: bool) {
-    let mut abandoned = abandoned;
+/// R2's steps, in order; true if Ctrl-C stopped the waiting. Inside another running loop the
+/// waiting steps cannot run, and after a second Ctrl-C (before or during close) nothing is
+/// waited for; the loop is closed either way. A close still waiting after a second says, once,
+/// what it waits for.
+fn close_loop(lp: &EventLoop, timeout: Duration, abandoned: bool) -> bool {
+    let mut interrupted = false;
     if !abandoned {
         let handling = signal::begin(true);
         let interrupt = handling.as_ref().map(|h| h.interrupt());
         let (tasks, gens, executor) = lp.close_work();
-        let _ = (!tasks || close_step(lp, lp.cancel_all_tasks(), interrupt))
-            && (!(tasks || gens) || close_step(lp, lp.shutdown_asyncgens(), interrupt))
-            && (!executor
-                || close_step(lp, lp.shutdown_default_executor(Some(timeout)), interrupt));
-        abandoned = interrupt.is_some_and(|i| i.is_aborted());
+        let waiting = Waiting {
+            lp,
+            interrupt,
+            notice_at: Instant::now() + NOTICE_AFTER,
+            shown: Cell::new(false),
+        };
+        let _ = (!tasks || waiting.step(lp.cancel_all_tasks()))
+            && (!(tasks || gens) || waiting.step(lp.shutdown_asyncgens()))
+            && (!executor || waiting.step(lp.shutdown_default_executor(Some(timeout))));
+        interrupted = interrupt.is_some_and(|i| i.is_aborted());
     }
-    let _abandoning = Abandoning::new(abandoned);
+    let _abandoning = Abandoning::new(abandoned || interrupted);
     lp.close();
+    interrupted
 }
 
-/// Run one waiting step of close; false if Ctrl-C stopped the waiting (R6.5).
-#[track_caller]
-fn close_step<F: std::future::Future<Output = ()>>(
-    lp: &EventLoop,
-    step: F,
-    interrupt: Option<&signal::Interrupt>,
-) -> bool {
-    let result = lp.run_main(step, &mut Context::new(), Location::caller(), interrupt);
-    result != Err(RunError::Interrupted)
+/// The waiting steps of one close.
+struct Waiting<'a> {
+    lp: &'a EventLoop,
+    interrupt: Option<&'a signal::Interrupt>,
+    /// When close says what it still waits for, if it still waits.
+    notice_at: Instant,
+    shown: Cell<bool>,
+}
+
+impl Waiting<'_> {
+    /// Run one waiting step of close; false if Ctrl-C stopped the waiting (R6.5).
+    #[track_caller]
+    fn step<F: std::future::Future<Output = ()>>(&self, step: F) -> bool {
+        let lp = self.lp;
+        let ctrl_c = self.interrupt.is_some();
+        let notice = lp.notice_at(
+            self.notice_at,
+            "still closing after 1 s",
+            None,
+            ctrl_c,
+            &self.shown,
+        );
+        let step = step.or(notice);
+        let result = lp.run_main(
+            step,
+            &mut Context::new(),
+            Location::caller(),
+            self.interrupt,
+        );
+        result != Err(RunError::Interrupted)
+    }
 }
 
 impl Default for Runner {
@@ -297,10 +332,13 @@ impl RunnerBuilder {
             event_loop: RefCell::new(None),
             context: RefCell::new(Context::new()),
             abandoned: Cell::new(false),
+            close_interrupted: Cell::new(false),
         }
     }
 
     /// Build a runner, run `fut`, close the runner (also when `fut` panics), return the output.
+    /// A Ctrl-C that stopped close's waiting makes it `Err(RunError::Interrupted)`, as Python's
+    /// `KeyboardInterrupt` raised during `asyncio.run`'s close would.
     #[track_caller]
     pub fn run<F: IntoFuture>(self, fut: F) -> Result<F::Output, RunError> {
         let at = Location::caller();
@@ -310,7 +348,11 @@ impl RunnerBuilder {
         let runner = self.build();
         let result = catch_unwind(AssertUnwindSafe(|| runner.run_at(fut, None, at)));
         runner.close();
-        result.unwrap_or_else(|payload| resume_unwind(payload))
+        let result = result.unwrap_or_else(|payload| resume_unwind(payload));
+        match runner.close_interrupted.get() {
+            true => result.and(Err(RunError::Interrupted)),
+            false => result,
+        }
     }
 }
 

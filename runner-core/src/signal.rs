@@ -27,6 +27,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
+use event_listener::Event;
+
 use crate::task::TaskRef;
 
 /// How long a loop thread stuck in one poll gets after the second Ctrl-C before the process is
@@ -40,8 +42,22 @@ pub(crate) struct Interrupt {
     aborted: AtomicBool,
     returned: AtomicBool,
     waker: Mutex<Option<Waker>>,
-    main: Mutex<Option<TaskRef>>,
+    main: Mutex<Main>,
     closing: AtomicBool,
+    /// Notified at every press.
+    pressed: Event,
+}
+
+/// Where the run's main task is, for the first Ctrl-C.
+#[derive(Default)]
+enum Main {
+    /// Not created yet (`into_future` may still be running): a first Ctrl-C now is kept, and
+    /// cancels the main task as soon as it exists.
+    #[default]
+    NotCreated,
+    Running(TaskRef),
+    /// The run is over: a Ctrl-C now is a second one.
+    Returned,
 }
 
 impl Interrupt {
@@ -53,12 +69,25 @@ impl Interrupt {
         self.aborted.load(Ordering::SeqCst)
     }
 
-    /// The task the first Ctrl-C cancels. During close there is none: a press stops the
-    /// waiting at once (R6.5).
+    /// The task the first Ctrl-C cancels (`None`: the run is over). If that Ctrl-C came before
+    /// the task existed, the task is cancelled now. During close there is none: a press stops
+    /// the waiting at once (R6.5).
     pub(crate) fn set_main(&self, task: Option<TaskRef>) {
-        if !self.closing.load(Ordering::SeqCst) {
-            *lock(&self.main) = task;
+        if self.closing.load(Ordering::SeqCst) {
+            return;
         }
+        let mut main = lock(&self.main);
+        *main = match task {
+            Some(task) => {
+                // Read under the lock `on_ctrl_c` takes after counting: a press is seen either
+                // here or there, never by neither.
+                if self.presses() == 1 {
+                    task.cancel_for_interrupt();
+                }
+                Main::Running(task)
+            }
+            None => Main::Returned,
+        };
     }
 
     /// The loop thread is back from `block_on`: it was not stuck.
@@ -86,6 +115,36 @@ impl Interrupt {
             }
         })
         .await
+    }
+
+    /// Completes once Ctrl-C has been pressed (at least once).
+    pub(crate) async fn pressed(&self) {
+        loop {
+            if self.presses() > 0 {
+                return;
+            }
+            let listener = self.pressed.listen();
+            if self.presses() > 0 {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    /// The first press: cancel the main task; false if this press must end the run instead.
+    fn first_press(&self) -> bool {
+        if self.closing.load(Ordering::SeqCst) {
+            return false;
+        }
+        match &*lock(&self.main) {
+            // R6.2: cancel main (its destructors and async cleanup run) and wake the loop.
+            Main::Running(main) if !main.is_finished() => {
+                main.cancel_for_interrupt();
+                true
+            }
+            Main::Running(_) | Main::Returned => false,
+            Main::NotCreated => true,
+        }
     }
 }
 
@@ -160,13 +219,9 @@ fn on_ctrl_c() {
         end_process_as_interrupted();
     };
     let presses = interrupt.presses.fetch_add(1, Ordering::SeqCst) + 1;
-    if presses == 1 {
-        let main = lock(&interrupt.main).clone();
-        if let Some(main) = main.filter(|m| !m.is_finished()) {
-            // R6.2: cancel main (its destructors and async cleanup run) and wake the loop.
-            main.cancel_for_interrupt();
-            return;
-        }
+    interrupt.pressed.notify(usize::MAX);
+    if presses == 1 && interrupt.first_press() {
+        return;
     }
     // R6.3, R6.5: return at once; a loop stuck in one poll cannot, so end the process.
     interrupt.abort();

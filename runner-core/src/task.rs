@@ -279,6 +279,14 @@ impl TaskSet {
         self.unfinished().next().is_some()
     }
 
+    /// Every unfinished task, finalizers included.
+    pub(crate) fn unfinished_refs(&self) -> Vec<TaskRef> {
+        self.headers()
+            .filter(|(h, _)| !h.has(FINISHED))
+            .map(|(h, _)| TaskRef(h.clone()))
+            .collect()
+    }
+
     /// The unfinished tasks close must cancel.
     pub(crate) fn pending(&self) -> Vec<TaskRef> {
         self.unfinished().map(|h| TaskRef(h.clone())).collect()

@@ -26,8 +26,8 @@ impl Kind {
 
     fn options(self) -> &'static str {
         match self {
-            Kind::Main => "`debug`, `loop_factory` and `crate`",
-            Kind::Test => "`debug`, `loop_factory`, `crate` and `timeout`",
+            Kind::Main => "`debug`, `loop_factory`, `shutdown_timeout` and `crate`",
+            Kind::Test => "`debug`, `loop_factory`, `shutdown_timeout`, `crate` and `timeout`",
         }
     }
 }
@@ -39,6 +39,8 @@ struct Config {
     crate_path: TokenStream,
     /// Milliseconds, and the text the user wrote (for the failure message).
     timeout: Option<(u64, String)>,
+    /// How long close waits for the default executor's threads, in milliseconds.
+    shutdown_timeout: Option<u64>,
 }
 
 impl Default for Config {
@@ -48,6 +50,7 @@ impl Default for Config {
             loop_factory: None,
             crate_path: quote!(::runner),
             timeout: None,
+            shutdown_timeout: None,
         }
     }
 }
@@ -154,6 +157,27 @@ fn parse_config(kind: Kind, args: TokenStream, errors: &mut Errors) -> Config {
                 },
                 _ => errors.push(&nv.value, "`timeout` takes a string, like `timeout = \"500ms\"`"),
             },
+            ("shutdown_timeout", Meta::NameValue(nv)) => match lit(&nv.value) {
+                Some(Lit::Str(s)) => match parse_timeout(&s.value()) {
+                    Some(ms) => config.shutdown_timeout = Some(ms),
+                    None => errors.push(
+                        &s,
+                        format!(
+                            "malformed shutdown_timeout {:?}: write a whole number followed by \
+                             `ms`, `s` or `m`, like `shutdown_timeout = \"5s\"`",
+                            s.value()
+                        ),
+                    ),
+                },
+                _ => errors.push(
+                    &nv.value,
+                    "`shutdown_timeout` takes a string, like `shutdown_timeout = \"5s\"`",
+                ),
+            },
+            ("shutdown_timeout", _) => errors.push(
+                &meta,
+                "`shutdown_timeout` takes a string, like `shutdown_timeout = \"5s\"`",
+            ),
             ("debug", _) => errors.push(&meta, "write `debug`, `debug = true` or `debug = false`"),
             ("loop_factory", _) => errors.push(
                 &meta,
@@ -290,6 +314,10 @@ fn expand(kind: Kind, mut func: ItemFn, config: &Config, shape: Shape) -> TokenS
     }
     if let Some(factory) = &config.loop_factory {
         builder = quote!(#builder.loop_factory(#factory));
+    }
+    if let Some(ms) = config.shutdown_timeout {
+        builder =
+            quote!(#builder.executor_shutdown_timeout(::core::time::Duration::from_millis(#ms)));
     }
 
     func.sig.asyncness = None;

@@ -18,6 +18,9 @@ async fn returns_result() -> Result<(), std::num::ParseIntError> {
 #[runner::test(debug = false, timeout = "2s", loop_factory = runner::EventLoop::new)]
 async fn every_option() {}
 
+#[runner::test(shutdown_timeout = "500ms")]
+async fn with_shutdown_timeout() {}
+
 #[runner::test(debug, timeout = "1m", crate = "runner")]
 #[ignore]
 async fn ignored() {}

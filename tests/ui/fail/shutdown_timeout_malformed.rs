@@ -1,0 +1,2 @@
+#[runner::main(shutdown_timeout = "soon")]
+async fn main() {}
