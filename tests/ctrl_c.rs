@@ -781,6 +781,66 @@ mod driver {
         )
     }
 
+    /// The http_server example: requests in flight when SIGINT arrives all get their response,
+    /// the server drains its connections and ends killed by SIGINT.
+    fn example_http_server_drains_in_flight() -> Result<(), String> {
+        use std::io::{Read, Write};
+        const CLIENTS: usize = 4;
+        let mut command = Command::new(example("http_server")?);
+        command.args(["0", "10000"]);
+        let mut child = Child::spawn("http_server", command)?;
+        let listening = child.expect_line("listening on ")?;
+        let addr = listening.trim_start_matches("listening on ").to_owned();
+        let mut clients = Vec::new();
+        for _ in 0..CLIENTS {
+            let mut client =
+                std::net::TcpStream::connect(&addr).map_err(|e| format!("connect {addr}: {e}"))?;
+            client
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .map_err(|e| e.to_string())?;
+            client
+                .write_all(b"GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                .map_err(|e| e.to_string())?;
+            clients.push(client);
+        }
+        for _ in 0..CLIENTS {
+            child.expect_line("request started")?;
+        }
+        child.sigint()?;
+        let mut responses = Vec::new();
+        for mut client in clients {
+            let mut response = String::new();
+            client
+                .read_to_string(&mut response)
+                .map_err(|e| format!("reading a response: {e}"))?;
+            responses.push(response);
+        }
+        let (status, out, err) = child.finish()?;
+        let complete = responses
+            .iter()
+            .filter(|r| r.starts_with("HTTP/1.1 200 OK") && r.ends_with("hello\n"))
+            .count();
+        check(
+            complete == CLIENTS,
+            &format!("every request in flight got its response: {responses:?}"),
+            &out,
+            &err,
+        )?;
+        check(
+            index_of(&out, &format!("draining {CLIENTS} connection(s)")).is_some()
+                && index_of(&out, "all connections drained").is_some(),
+            "the server drained its connections within the grace period",
+            &out,
+            &err,
+        )?;
+        check(
+            killed_by_sigint(status),
+            "the server ends killed by SIGINT",
+            &out,
+            &err,
+        )
+    }
+
     fn macro_main_interrupted() -> Result<(), String> {
         let mut child = Child::start("macro_main_interrupted")?;
         child.expect_line("ready")?;
@@ -973,6 +1033,10 @@ mod driver {
             (
                 "example_graceful_shutdown_says_goodbye",
                 example_graceful_shutdown,
+            ),
+            (
+                "example_http_server_drains_in_flight_requests",
+                example_http_server_drains_in_flight,
             ),
             (
                 "r6_6_macro_main_ends_killed_by_sigint",

@@ -51,6 +51,7 @@ pub use error::{ContextError, Elapsed, RunError, TaskError};
 pub use event_loop::{get_running_loop, EventLoop, LoopBuilder, LoopHandle};
 pub use exception::ExceptionContext;
 pub use runner::{run, Runner, RunnerBuilder};
+pub use signal::ctrl_c;
 pub use task::{current_task, spawn, Task, TaskInfo, TaskRef};
 pub use time::{sleep, timeout, yield_now};
 

@@ -21,8 +21,8 @@
 //! ignored disposition), runner leaves SIGINT alone. Only the process's main thread uses it, so a
 //! runner on another thread (a `#[runner::test]`, say) never catches Ctrl-C.
 
-use std::future::poll_fn;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::future::{poll_fn, Future};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
@@ -211,6 +211,51 @@ pub(crate) fn begin(closing: bool) -> Option<Handling> {
     Some(Handling { interrupt, prev })
 }
 
+/// Every Ctrl-C the runner has handled in this process, and who waits for the next one.
+static HANDLED: AtomicU64 = AtomicU64::new(0);
+static NEXT_CTRL_C: Event = Event::new();
+
+/// A future that completes at the next Ctrl-C the runner handles: the first one cancels the main
+/// task, and tasks that must wind down gracefully (a server's connections, say) wait for it.
+///
+/// It only completes while a runner handles SIGINT: a run or a close on the process's main
+/// thread, when the program has not installed its own handler. Elsewhere (a runner on another
+/// thread, a `#[runner::test]`) it never completes.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use futures_lite::FutureExt;
+///
+/// let result = runner_core::run(async {
+///     let conn = runner_core::spawn(async {
+///         let serving = runner_core::sleep(Duration::from_secs(3600));
+///         // At Ctrl-C: stop taking new work, finish what is in flight, then end.
+///         serving.or(runner_core::ctrl_c()).await;
+///     });
+///     // The first Ctrl-C cancels main; its deferred cleanup waits for the connection.
+///     let _drain = runner_core::defer(async move {
+///         let _ = conn.await;
+///     });
+///     runner_core::sleep(Duration::from_secs(3600)).await;
+/// });
+/// assert_eq!(result, Err(runner_core::RunError::Interrupted));
+/// ```
+pub fn ctrl_c() -> impl Future<Output = ()> + Send + 'static {
+    let seen = HANDLED.load(Ordering::SeqCst);
+    async move {
+        loop {
+            if HANDLED.load(Ordering::SeqCst) > seen {
+                return;
+            }
+            let listener = NEXT_CTRL_C.listen();
+            if HANDLED.load(Ordering::SeqCst) > seen {
+                return;
+            }
+            listener.await;
+        }
+    }
+}
+
 /// The dispatcher: runs on ctrlc's own thread, not in a signal handler.
 fn on_ctrl_c() {
     let active = lock(&DISPATCH).active.clone();
@@ -218,6 +263,8 @@ fn on_ctrl_c() {
         // R6.4: no run and no close in progress: Ctrl-C has its default effect.
         end_process_as_interrupted();
     };
+    HANDLED.fetch_add(1, Ordering::SeqCst);
+    NEXT_CTRL_C.notify(usize::MAX);
     let presses = interrupt.presses.fetch_add(1, Ordering::SeqCst) + 1;
     interrupt.pressed.notify(usize::MAX);
     if presses == 1 && interrupt.first_press() {
