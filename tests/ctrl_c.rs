@@ -71,7 +71,7 @@ mod child {
         }
     }
 
-    /// R9.1: a run error other than Interrupted prints `error: <message>` and exits with 1.
+    /// A run error other than Interrupted panics with the message.
     mod macro_main_cancelled {
         #[runner::main]
         pub async fn main() {
@@ -860,18 +860,20 @@ mod driver {
         )
     }
 
+    /// A run error other than Ctrl-C is a panic (as with `#[tokio::main]`), so that unwinding
+    /// runs the caller's destructors: the process exits with Rust's panic status, 101.
     fn macro_main_cancelled() -> Result<(), String> {
         let child = Child::start("macro_main_cancelled")?;
         let (status, out, err) = child.finish()?;
         check(
-            status.code() == Some(1),
-            "#[runner::main] exits with status 1 on a run error",
+            status.code() == Some(101),
+            "#[runner::main] panics on a run error (exit status 101)",
             &out,
             &err,
         )?;
         check(
-            err.contains("error: the main task was cancelled"),
-            "and prints `error: <message>`",
+            err.contains("#[runner::main] could not run `main`: the main task was cancelled"),
+            "with the run error's message",
             &out,
             &err,
         )
@@ -1042,7 +1044,7 @@ mod driver {
                 "r6_6_macro_main_ends_killed_by_sigint",
                 macro_main_interrupted,
             ),
-            ("r9_1_macro_main_run_error_exits_1", macro_main_cancelled),
+            ("r9_1_macro_main_run_error_panics", macro_main_cancelled),
             (
                 "issue11_1_second_ctrl_c_with_channel_pair_closes",
                 second_ctrl_c_channel_pair,

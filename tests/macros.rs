@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use runner::{get_running_loop, EventLoop};
 
+mod common;
+
 /// R9.2: a test body runs on a running loop, in debug mode.
 #[runner::test]
 async fn test_body_sees_debug_on() {
@@ -115,4 +117,81 @@ async fn fresh_runner_each_time() {
     static FIRST: runner::ContextVar<u8> = runner::ContextVar::new("first");
     assert_eq!(FIRST.get(), None);
     FIRST.set(1);
+}
+
+/// Issue 12, item 8: a body that blocks past its timeout without yielding fails the test when
+/// the run returns, and the failure points at the test's `timeout`, not into runner.
+#[runner::test(timeout = "100ms")]
+#[ignore = "run by blocking_body_over_its_timeout_fails in a child process"]
+async fn blocking_body_over_timeout() {
+    std::thread::sleep(Duration::from_millis(400));
+}
+
+#[test]
+fn blocking_body_over_its_timeout_fails() {
+    let out = common::run_child("blocking_body_over_timeout", &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{}", common::text(&out));
+    assert!(
+        stderr.contains("test exceeded its timeout of 100ms: its body ran for"),
+        "{}",
+        common::text(&out)
+    );
+    let line = include_str!("macros.rs")
+        .lines()
+        .position(|l| l.contains("#[runner::test(timeout = \"100ms\")]"))
+        .map(|i| i + 1)
+        .expect("the test's attribute is in this file");
+    assert!(
+        stderr.contains(&format!("panicked at tests/macros.rs:{line}:")),
+        "the failure points at the test's timeout (line {line}): {}",
+        common::text(&out)
+    );
+}
+
+/// An entry point other than `main`: a sync function that runs its body on a fresh runner.
+#[runner::main]
+async fn entry_point(n: u32) -> u32 {
+    runner::spawn(async move { n + 1 }).await.unwrap()
+}
+
+#[test]
+fn entry_point_runs_on_a_fresh_runner() {
+    assert_eq!(entry_point(6), 7);
+}
+
+/// Issue 12, item 7: a `#[runner::main]` function called while a loop runs panics with the
+/// reason; it no longer ends the process, so the caller's cleanups still run.
+#[test]
+fn entry_point_inside_running_loop_panics() {
+    let out = common::run_child("entry_point_inside_running_loop_child", &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", common::text(&out));
+    assert!(
+        stdout.contains(
+            "caught: #[runner::main] could not run `entry_point`: run() cannot be called from a \
+             running event loop"
+        ),
+        "{}",
+        common::text(&out)
+    );
+    let cleanup = stdout.find("outer cleanup ran");
+    let returned = stdout.find("outer run returned Ok(())");
+    assert!(
+        cleanup.is_some() && returned.is_some() && cleanup < returned,
+        "{}",
+        common::text(&out)
+    );
+}
+
+#[test]
+#[ignore = "run by entry_point_inside_running_loop_panics in a child process"]
+fn entry_point_inside_running_loop_child() {
+    let result = runner::run(async {
+        let _cleanup = runner::defer(async { println!("outer cleanup ran") });
+        let caught = std::panic::catch_unwind(|| entry_point(1));
+        let payload = caught.expect_err("calling an entry point inside a loop panics");
+        println!("caught: {}", common::panic_text(&*payload));
+    });
+    println!("outer run returned {result:?}");
 }

@@ -381,3 +381,52 @@ fn threadsafe_flood_does_not_starve_the_main_task() {
         "main's 100 ms sleep ended only after the 1 s flood (callbacks run before: {ran_before_wake})"
     );
 }
+
+/// Item 3 under real concurrency: another thread wakes every task while the loop thread closes
+/// the loop. Whatever the interleaving, every task is dropped on the loop thread (their futures
+/// are `!Send`: the counter is an `Rc`) and every handle completes.
+#[test]
+fn concurrent_wakeups_while_closing_lose_nothing() {
+    const N: usize = 20_000;
+    for _ in 0..5 {
+        let (dropped, finished) = finishes_within(WATCHDOG, || {
+            let lp = EventLoop::new();
+            let dropped = Rc::new(Cell::new(0));
+            let wakers: Arc<Mutex<Vec<Waker>>> = Arc::default();
+            let tasks: Vec<_> = (0..N)
+                .map(|_| {
+                    let wakers = wakers.clone();
+                    let counter = common::CountOnDrop(dropped.clone());
+                    lp.spawn(async move {
+                        let _counter = counter;
+                        poll_fn(|cx| {
+                            wakers.lock().unwrap().push(cx.waker().clone());
+                            Poll::<()>::Pending
+                        })
+                        .await;
+                    })
+                })
+                .collect();
+            let w = wakers.clone();
+            lp.run_until_complete(async move {
+                while w.lock().unwrap().len() < N {
+                    runner::yield_now().await;
+                }
+            })
+            .unwrap();
+            let all = std::mem::take(&mut *wakers.lock().unwrap());
+            let start = Arc::new(std::sync::Barrier::new(2));
+            let go = start.clone();
+            let waking = std::thread::spawn(move || {
+                go.wait();
+                all.into_iter().for_each(Waker::wake);
+            });
+            start.wait();
+            lp.close();
+            waking.join().unwrap();
+            let finished = tasks.iter().filter(|t| t.is_finished()).count();
+            (dropped.get(), finished)
+        });
+        assert_eq!((dropped, finished), (N, N));
+    }
+}

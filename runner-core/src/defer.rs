@@ -46,7 +46,7 @@ use crate::event_loop::{self, EventLoop, LoopInner};
 use crate::exception::{place, ExceptionContext};
 use crate::task::{self, Cleanup};
 
-/// Run `cleanup` when the returned guard is dropped, as part of the current task (R5.5).
+/// Run `cleanup` when the returned guard is dropped, as part of the current task.
 ///
 /// The cleanup runs in a copy of the context `defer` was called in. [`Defer::disarm`] cancels it.
 #[track_caller]

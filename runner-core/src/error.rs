@@ -40,10 +40,11 @@ impl fmt::Display for RunError {
 }
 
 impl RunError {
-    /// End the process the way a program's entry point should for this error (R6.6, R9.1):
+    /// End the process the way a program's entry point should for this error:
     /// `Interrupted` ends it as killed by SIGINT (Unix: SIGINT's default action re-raised, so
     /// shells see status 130; Windows: exit code 0xC000013A); any other error prints
-    /// `error: <message>` to stderr and exits with status 1. `#[runner::main]` calls this.
+    /// `error: <message>` to stderr and exits with status 1. For a program that drives a
+    /// `Runner` by hand; `#[runner::main]` calls it on `Interrupted` and panics on the others.
     pub fn exit(self) -> ! {
         match self {
             RunError::Interrupted => crate::signal::end_process_as_interrupted(),

@@ -201,7 +201,8 @@ pub struct EventLoop {
 }
 
 impl EventLoop {
-    /// A new loop with default settings; debug follows `RUNNER_DEBUG` (R7.1).
+    /// A new loop with default settings; debug mode follows the `RUNNER_DEBUG` environment
+    /// variable (on when it is set to anything but empty or `0`).
     pub fn new() -> EventLoop {
         LoopBuilder::default().build()
     }
@@ -426,7 +427,7 @@ impl EventLoop {
         }
     }
 
-    /// True if the loop is in debug mode (R7).
+    /// True if the loop is in debug mode: polls and callbacks are timed and slow ones reported.
     pub fn debug(&self) -> bool {
         self.inner.debug.get()
     }
@@ -503,7 +504,7 @@ impl EventLoop {
     }
 
     /// Close every generator and finalized stream still open on the loop, concurrently, and
-    /// wait for cleanups already scheduled on it (R5.4). Failures are reported as "an error
+    /// wait for cleanups already scheduled on it. Failures are reported as "an error
     /// occurred during closing of asynchronous generator" naming the generator.
     pub async fn shutdown_asyncgens(&self) {
         self.inner.asyncgens_shutdown_called.set(true);

@@ -29,6 +29,7 @@
 #![deny(unsafe_code)]
 
 mod asyncgen;
+mod attributes;
 mod blocking;
 mod callback;
 mod context;
@@ -57,10 +58,10 @@ pub use time::{sleep, timeout, yield_now};
 
 use std::panic::Location;
 
-/// Used by the code `#[runner::test]` expands to; not part of the API.
+/// Used by the code `#[runner::main]` and `#[runner::test]` expand to; not part of the API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::time::test_timeout;
+    pub use crate::attributes::{entry_failed, test_failed, Output, TestTimeout};
 }
 
 /// Run the blocking function `f` on the running loop's default executor, in a copy of the

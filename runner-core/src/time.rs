@@ -40,12 +40,3 @@ pub async fn timeout<F: IntoFuture>(d: Duration, fut: F) -> Result<F::Output, El
         })
         .await
 }
-
-/// `#[runner::test(timeout = "..")]`: the body, failing the test when it runs out of time.
-#[doc(hidden)]
-pub async fn test_timeout<F: std::future::Future>(ms: u64, text: &str, fut: F) -> F::Output {
-    match timeout(Duration::from_millis(ms), fut).await {
-        Ok(output) => output,
-        Err(Elapsed) => panic!("test exceeded its timeout of {text}"),
-    }
-}

@@ -3,12 +3,12 @@
 //! function is still emitted (with a valid signature), so IDEs keep working and the only errors
 //! the user sees are ours.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::{Ident, Span, TokenStream, TokenTree};
 use quote::{quote, quote_spanned, ToTokens};
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
-use syn::{Attribute, Expr, ItemFn, Lit, Meta, ReturnType, Token};
+use syn::{AttrStyle, Attribute, Expr, ItemFn, Lit, Meta, ReturnType, Token};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -37,8 +37,7 @@ struct Config {
     debug: Option<bool>,
     loop_factory: Option<Expr>,
     crate_path: TokenStream,
-    /// Milliseconds, and the text the user wrote (for the failure message).
-    timeout: Option<(u64, String)>,
+    timeout: Option<Timeout>,
     /// How long close waits for the default executor's threads, in milliseconds.
     shutdown_timeout: Option<u64>,
 }
@@ -53,6 +52,15 @@ impl Default for Config {
             shutdown_timeout: None,
         }
     }
+}
+
+/// A test's `timeout = ".."`.
+struct Timeout {
+    ms: u64,
+    /// What the user wrote, for the failure message.
+    text: String,
+    /// The literal's span: the failure points there.
+    span: Span,
 }
 
 /// All the errors found, reported together.
@@ -145,7 +153,13 @@ fn parse_config(kind: Kind, args: TokenStream, errors: &mut Errors) -> Config {
             ),
             ("timeout", Meta::NameValue(nv)) => match lit(&nv.value) {
                 Some(Lit::Str(s)) => match parse_timeout(&s.value()) {
-                    Some(ms) => config.timeout = Some((ms, s.value())),
+                    Some(ms) => {
+                        config.timeout = Some(Timeout {
+                            ms,
+                            text: s.value(),
+                            span: s.span(),
+                        })
+                    }
                     None => errors.push(
                         &s,
                         format!(
@@ -233,8 +247,12 @@ fn respan(tokens: TokenStream, span: Span) -> TokenStream {
 /// What expansion must work around when the function itself is wrong.
 #[derive(Default)]
 struct Shape {
-    has_parameters: bool,
-    second_test_attribute: bool,
+    /// Parameters where none are allowed (`main`, a test): the function is kept, unused, and
+    /// nothing else is emitted in its name, so the one error is ours.
+    refused_parameters: bool,
+    /// Index in the function's attributes of a second test attribute: dropped from the output,
+    /// so that it does not expand again (a second `#[runner::test]` would add its own errors).
+    second_test_attribute: Option<usize>,
 }
 
 fn check_function(kind: Kind, func: &ItemFn, errors: &mut Errors) -> Shape {
@@ -245,24 +263,27 @@ fn check_function(kind: Kind, func: &ItemFn, errors: &mut Errors) -> Shape {
             format!("the `async` keyword is missing from the function declaration: {} runs an `async fn`", kind.attribute()),
         );
     }
-    let mut shape = Shape {
-        has_parameters: !sig.inputs.is_empty(),
-        ..Shape::default()
-    };
-    if shape.has_parameters {
-        let message = match kind {
-            Kind::Main => {
-                "`main` cannot take parameters; read arguments with `std::env::args()` in the body"
-            }
-            Kind::Test => "test functions cannot take parameters",
+    let mut shape = Shape::default();
+    if !sig.inputs.is_empty() {
+        // tokio's rule: parameters are fine on any function but `main` and tests; such a
+        // function becomes a sync function that runs its body on a fresh runner.
+        let refused = match kind {
+            Kind::Main if sig.ident == "main" => Some(
+                "`main` cannot take parameters; read arguments with `std::env::args()` in the body",
+            ),
+            Kind::Main => None,
+            Kind::Test => Some("test functions cannot take parameters"),
         };
-        errors.push(&sig.inputs, message);
+        if let Some(message) = refused {
+            shape.refused_parameters = true;
+            errors.push(&sig.inputs, message);
+        }
     }
     if kind == Kind::Test {
-        if let Some(attr) = func.attrs.iter().find(|a| is_test_attribute(a)) {
-            shape.second_test_attribute = true;
+        if let Some(index) = func.attrs.iter().position(is_test_attribute) {
+            shape.second_test_attribute = Some(index);
             errors.push(
-                attr,
+                &func.attrs[index],
                 "a second test attribute is supplied: #[runner::test] already makes the function a test; remove this one",
             );
         }
@@ -278,35 +299,54 @@ fn is_test_attribute(attr: &Attribute) -> bool {
         .is_some_and(|s| s.ident == "test")
 }
 
+/// True if the type mentions `impl Trait` anywhere (`impl Iterator<..>`,
+/// `Result<(), impl Debug>`): such a type cannot name a binding's type.
+fn mentions_impl_trait(tokens: TokenStream) -> bool {
+    tokens.into_iter().any(|token| match token {
+        TokenTree::Ident(ident) => ident == "impl",
+        TokenTree::Group(group) => mentions_impl_trait(group.stream()),
+        _ => false,
+    })
+}
+
 fn expand(kind: Kind, mut func: ItemFn, config: &Config, shape: Shape) -> TokenStream {
-    if shape.has_parameters {
-        // Keep the user's function, unused, so that its body still type-checks; emit a valid
-        // entry point beside it so no second error ("main function not found") appears.
+    // Inner attributes at the top of the body (`#![allow(..)]`) apply to the whole function:
+    // lift them to it, as outer attributes.
+    for attr in &mut func.attrs {
+        attr.style = AttrStyle::Outer;
+    }
+    if let Some(index) = shape.second_test_attribute {
+        func.attrs.remove(index);
+    }
+    if shape.refused_parameters {
+        // Keep the user's function, unused, so that its body still type-checks; for `main`,
+        // emit a valid entry point beside it so no second error ("main function not found")
+        // appears.
         let attrs = &func.attrs;
         let vis = &func.vis;
         let mut sig = func.sig.clone();
         let block = &func.block;
-        return match kind {
+        let entry_point = match kind {
             Kind::Main => {
-                sig.ident = syn::Ident::new("__runner_main_with_parameters", sig.ident.span());
-                quote! {
-                    #[allow(dead_code)]
-                    #(#attrs)* #vis #sig #block
+                sig.ident = Ident::new("__runner_main_with_parameters", sig.ident.span());
+                quote!(
                     fn main() {}
-                }
+                )
             }
-            Kind::Test => quote! {
-                #[allow(dead_code)]
-                #(#attrs)* #vis #sig #block
-            },
+            Kind::Test => quote!(),
+        };
+        return quote! {
+            #[allow(dead_code)]
+            #(#attrs)* #vis #sig #block
+            #entry_point
         };
     }
 
     let crate_path = &config.crate_path;
     let debug = match (kind, config.debug) {
         (_, Some(debug)) => Some(debug),
-        (Kind::Test, None) => Some(true), // R9.2: tests run in debug mode unless told otherwise
-        (Kind::Main, None) => None,       // R7.1: main follows RUNNER_DEBUG
+        (Kind::Test, None) => Some(true), // tests run in debug mode unless told otherwise
+        (Kind::Main, None) => None,       // main follows RUNNER_DEBUG
     };
     let mut builder = quote!(#crate_path::Runner::builder());
     if let Some(debug) = debug {
@@ -321,55 +361,88 @@ fn expand(kind: Kind, mut func: ItemFn, config: &Config, shape: Shape) -> TokenS
     }
 
     func.sig.asyncness = None;
-    let output = match &func.sig.output {
-        ReturnType::Default => quote!(()),
-        ReturnType::Type(_, ty) => ty.to_token_stream(),
-    };
     let block = &func.block;
-    // The body keeps the user's spans. Binding its value to a local of the declared type makes a
-    // type error point at the offending expression in the user's code (not at the whole body, as a
-    // cast to `dyn Future<Output = T>` would), and lets `?` infer a `Result` body's error type.
-    // A body that diverges (ends in `panic!`) makes that trailing `output` unreachable: the lint is
-    // allowed for our code and switched back on for the user's block (and the binding's leading
-    // underscore keeps it from being reported as unused).
-    let body = quote_spanned! {block.span()=>
-        #[allow(unreachable_code)]
-        let body = async {
-            #[warn(unreachable_code)]
-            #[allow(clippy::diverging_sub_expression)]
-            let __runner_output: #output = #block;
-            __runner_output
-        };
-    };
-    let timeout = config.timeout.as_ref().map(|(ms, text)| {
-        quote! {
-            let body = #crate_path::__private::test_timeout(#ms, #text, body);
+    let body = match &func.sig.output {
+        // No type can be named for the binding: the body's value is the function's, as is.
+        ReturnType::Type(_, ty) if mentions_impl_trait(ty.to_token_stream()) => {
+            quote_spanned! {block.span()=> let body = async #block; }
         }
-    });
-    let on_error = match kind {
-        Kind::Main => quote!(error.exit()),
-        Kind::Test => quote!(::core::panic!(
-            "#[runner::test] could not run the test: {}",
-            error
-        )),
+        output => {
+            let output = match output {
+                ReturnType::Default => quote!(()),
+                ReturnType::Type(_, ty) => ty.to_token_stream(),
+            };
+            // The body keeps the user's spans. Binding its value to a local of the declared
+            // type makes a type error point at the offending expression in the user's code (not
+            // at the whole body), and lets `?` infer a `Result` body's error type. The type is
+            // named through `fn() -> T`, which also names `!` on stable Rust. A body that
+            // diverges makes our `return` unreachable: that lint is allowed on our statement
+            // only, so the user's own lint levels hold for their code (the leading underscore
+            // keeps the binding from being reported as unused).
+            quote_spanned! {block.span()=>
+                let body = async {
+                    #[allow(
+                        clippy::diverging_sub_expression,
+                        clippy::let_unit_value,
+                        clippy::type_complexity
+                    )]
+                    let __runner_output: <fn() -> #output as #crate_path::__private::Output>::Output =
+                        #block;
+                    #[allow(unreachable_code, clippy::needless_return)]
+                    return __runner_output;
+                };
+            }
+        }
+    };
+    let name = func.sig.ident.to_string();
+    let run = match (kind, &config.timeout) {
+        (Kind::Main, _) => quote! {
+            match #builder.run(body) {
+                ::core::result::Result::Ok(value) => value,
+                ::core::result::Result::Err(error) => #crate_path::__private::entry_failed(error, #name),
+            }
+        },
+        (Kind::Test, None) => quote! {
+            match #builder.run(body) {
+                ::core::result::Result::Ok(value) => value,
+                ::core::result::Result::Err(error) => #crate_path::__private::test_failed(error),
+            }
+        },
+        (Kind::Test, Some(timeout)) => {
+            let (ms, text, span) = (timeout.ms, &timeout.text, timeout.span);
+            // Spanned at the `timeout = ".."` literal, so that the failure points at the test.
+            let check = quote_spanned! {span=>
+                #crate_path::__private::TestTimeout::start(#ms, #text)
+            };
+            let checked = quote_spanned! {span=> timeout.check(result) };
+            quote! {
+                let timeout = #check;
+                let body = #crate_path::timeout(timeout.duration(), body);
+                let result = match #builder.run(body) {
+                    ::core::result::Result::Ok(result) => result,
+                    ::core::result::Result::Err(error) => #crate_path::__private::test_failed(error),
+                };
+                #checked
+            }
+        }
     };
     let test_attribute = match kind {
-        Kind::Test if !shape.second_test_attribute => quote!(#[::core::prelude::v1::test]),
+        Kind::Test if shape.second_test_attribute.is_none() => quote!(#[::core::prelude::v1::test]),
         _ => quote!(),
     };
     let attrs = &func.attrs;
     let vis = &func.vis;
     let sig = &func.sig;
-    quote! {
+    let mut tokens = quote! {
         #(#attrs)*
         #test_attribute
-        #vis #sig {
-            #body
-            #timeout
-            match #builder.run(body) {
-                ::core::result::Result::Ok(value) => value,
-                ::core::result::Result::Err(error) => #on_error,
-            }
-        }
-    }
+        #vis #sig
+    };
+    // The user's own braces around the new body: the item then spans only the user's tokens, so
+    // lints about the item (an unused function under `deny(dead_code)`) are reported as usual.
+    func.block.brace_token.surround(&mut tokens, |tokens| {
+        body.to_tokens(tokens);
+        run.to_tokens(tokens);
+    });
+    tokens
 }

@@ -1,0 +1,77 @@
+//! What the code `#[runner::main]` and `#[runner::test]` expand to calls. Not part of the API:
+//! reached through `runner_core::__private`, and free to change with the attributes.
+
+use std::time::{Duration, Instant};
+
+use crate::error::{Elapsed, RunError};
+
+/// Names a function's declared return type `T` as `<fn() -> T as Output>::Output`, which works
+/// for `!` on stable Rust too: the expansion binds the body's value to a local of that type, so
+/// that a type error points at the user's offending expression.
+pub trait Output {
+    /// The `T` of `fn() -> T`.
+    type Output;
+}
+
+impl<T> Output for fn() -> T {
+    type Output = T;
+}
+
+/// A `#[runner::main]` function's run failed. Ctrl-C ends the process as killed by SIGINT (the
+/// runner is closed by then); any other error is a panic, as with `#[tokio::main]`, so that the
+/// caller's destructors and deferred cleanups still run when it unwinds.
+#[track_caller]
+pub fn entry_failed(error: RunError, function: &str) -> ! {
+    match error {
+        RunError::Interrupted => error.exit(),
+        other => panic!("#[runner::main] could not run `{function}`: {other}"),
+    }
+}
+
+/// A `#[runner::test]` could not run its body.
+#[track_caller]
+pub fn test_failed(error: RunError) -> ! {
+    panic!("#[runner::test] could not run the test: {error}")
+}
+
+/// A test's `timeout`: raced against the body while it runs, and checked again when the run
+/// returns, since a body that blocks without yielding cannot be stopped in the middle. The
+/// expansion calls `check` spanned at the test's `timeout = ".."`, so a failure points there.
+#[derive(Debug)]
+pub struct TestTimeout {
+    limit: Duration,
+    text: &'static str,
+    started: Instant,
+}
+
+impl TestTimeout {
+    /// Start timing a test body that may take `ms` milliseconds (`text` as the user wrote it).
+    pub fn start(ms: u64, text: &'static str) -> Self {
+        TestTimeout {
+            limit: Duration::from_millis(ms),
+            text,
+            started: Instant::now(),
+        }
+    }
+
+    /// How long the body may take.
+    pub fn duration(&self) -> Duration {
+        self.limit
+    }
+
+    /// The body's value, or the test's failure if the body ran out of time.
+    #[track_caller]
+    pub fn check<T>(&self, result: Result<T, Elapsed>) -> T {
+        let took = self.started.elapsed();
+        match result {
+            Err(Elapsed) => panic!("test exceeded its timeout of {}", self.text),
+            Ok(_) if took > self.limit => panic!(
+                "test exceeded its timeout of {}: its body ran for {:.3} s without yielding to \
+                 the loop, so it could not be stopped sooner",
+                self.text,
+                took.as_secs_f64()
+            ),
+            Ok(value) => value,
+        }
+    }
+}

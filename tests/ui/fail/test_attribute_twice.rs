@@ -1,0 +1,6 @@
+//! Issue 12, item 6: `#[runner::test]` written twice gives one error.
+#[runner::test]
+#[runner::test]
+async fn twice() {}
+
+fn main() {}
