@@ -1,5 +1,5 @@
 //! Ports of CPython's `Lib/test/test_asyncio/test_runners.py` (3.14), plus the rest of R1 and R2.
-//! Each test names the BEHAVIOUR.md rule it checks.
+//! Each test names the rule of docs/behaviour.md it checks.
 
 mod common;
 

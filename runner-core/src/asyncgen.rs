@@ -33,8 +33,8 @@
 //! The body is an ordinary future; `Yielder::yield_` hands one item to the consumer and
 //! suspends the body until the consumer asks for the next one. On first iteration a generator
 //! registers (weakly) with the running loop, which closes it at shutdown if it is still open.
+//! [`finalize`](crate::finalize) gives any stream the same treatment.
 
-use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::{poll_fn, Future};
@@ -46,79 +46,10 @@ use std::task::{Context as Cx, Poll};
 use futures_core::Stream;
 
 use crate::context::Context;
-use crate::defer::{guarded, in_context, schedule_cleanup};
-use crate::error::{drop_quietly, panic_message};
-use crate::event_loop::{self, LoopInner};
-use crate::exception::{place, ExceptionContext};
-use crate::task::Cleanup;
-
-/// What `yield_` returns when the generator is being closed: return it (with `?`) to run the
-/// cleanup after the loop and finish.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GeneratorExit;
-
-impl fmt::Display for GeneratorExit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the async generator was closed")
-    }
-}
-
-impl std::error::Error for GeneratorExit {}
-
-/// Why closing a generator failed.
-pub enum AsyncGenError {
-    /// The body yielded another value after it was told to close.
-    IgnoredExit,
-    /// The body panicked while closing; this is the panic's payload.
-    Panicked(Box<dyn Any + Send>),
-}
-
-impl fmt::Debug for AsyncGenError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AsyncGenError::IgnoredExit => f.write_str("IgnoredExit"),
-            AsyncGenError::Panicked(p) => f
-                .debug_tuple("Panicked")
-                .field(&panic_message(&**p))
-                .finish(),
-        }
-    }
-}
-
-impl fmt::Display for AsyncGenError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AsyncGenError::IgnoredExit => f.write_str(
-                "async generator ignored GeneratorExit: its body yielded again after `yield_` \
-                 returned Err(GeneratorExit); return that error instead",
-            ),
-            AsyncGenError::Panicked(p) => {
-                write!(
-                    f,
-                    "async generator panicked while closing: {}",
-                    panic_message(&**p)
-                )
-            }
-        }
-    }
-}
-
-impl std::error::Error for AsyncGenError {}
-
-/// Something the loop closes at `shutdown_asyncgens`: a generator or a finalized stream.
-pub(crate) trait Closable {
-    /// Take what must be closed and return its cleanup; `None` if there is nothing to do.
-    fn close_now(&self) -> Option<Cleanup>;
-    /// How reports name it: where it was created.
-    fn describe(&self) -> String;
-}
-
-/// Register `what` with the running loop on first iteration; the loop it belongs to, if any.
-fn register(what: Weak<dyn Closable>, describe: &dyn Fn() -> String) -> Option<Weak<LoopInner>> {
-    let lp = event_loop::get_running_loop()?;
-    lp.register_asyncgen(what, describe);
-    Some(Rc::downgrade(&lp.inner))
-}
+use crate::error::{drop_quietly, AsyncGenError, GeneratorExit};
+use crate::report::{source_location, ExceptionContext};
+use crate::task::cleanup::{guarded, in_context, register_closable, schedule_cleanup};
+use crate::task::scope::{self, Cleanup, Closable, Scope};
 
 type Body = Pin<Box<dyn Future<Output = Result<(), GeneratorExit>>>>;
 
@@ -142,7 +73,7 @@ struct Core<T> {
     state: Cell<State>,
     created_at: &'static Location<'static>,
     ctx: Context,
-    home: RefCell<Option<Weak<LoopInner>>>,
+    home: RefCell<Option<Weak<Scope>>>,
 }
 
 impl<T: 'static> Closable for Core<T> {
@@ -156,7 +87,7 @@ impl<T: 'static> Closable for Core<T> {
         let name = self.describe();
         let closing = async move {
             if let Err(err) = close_body(body, &chan).await {
-                event_loop::report(
+                scope::report(
                     None,
                     ExceptionContext::new(format!(
                         "an error occurred during closing of asynchronous generator {name}"
@@ -175,11 +106,11 @@ impl<T: 'static> Closable for Core<T> {
     }
 
     fn describe(&self) -> String {
-        format!("<AsyncGen created at {}>", place(self.created_at))
+        format!("<AsyncGen created at {}>", source_location(self.created_at))
     }
 }
 
-/// Resume a suspended body with `Err(GeneratorExit)` and drive it to its end (R5.2).
+/// Resume a suspended body with `Err(GeneratorExit)` and drive it to its end.
 async fn close_body<T>(mut body: Body, chan: &Channel<T>) -> Result<(), AsyncGenError> {
     chan.closing.set(true);
     poll_fn(
@@ -260,7 +191,7 @@ impl<T: 'static> AsyncGen<T> {
             State::NotStarted => {
                 core.state.set(State::Started);
                 *core.home.borrow_mut() =
-                    register(Rc::downgrade(&self.erased), &|| core.describe());
+                    register_closable(Rc::downgrade(&self.erased), &|| core.describe());
             }
             State::Started => {}
         }
@@ -296,7 +227,7 @@ impl<T: 'static> Stream for AsyncGen<T> {
     }
 }
 
-/// The finalizer (R5.3): a started, unfinished generator is closed on the loop.
+/// The finalizer: a started, unfinished generator is closed on the loop.
 impl<T> Drop for AsyncGen<T> {
     fn drop(&mut self) {
         if self.core.state.get() != State::Started {
@@ -350,114 +281,5 @@ impl<T> Yielder<T> {
 impl<T> fmt::Debug for Yielder<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Yielder").finish_non_exhaustive()
-    }
-}
-
-/// Attach an async cleanup to any stream: `cleanup(stream)` runs exactly once, when the returned
-/// stream is dropped (exhausted or not) or when `shutdown_asyncgens` closes it.
-///
-/// `S: Unpin` so the stream can be handed back to `cleanup` by value; pin a `!Unpin` stream with
-/// `Box::pin` first.
-///
-/// ```
-/// use std::{cell::Cell, rc::Rc};
-/// use futures_lite::StreamExt;
-///
-/// let closed = Rc::new(Cell::new(0));
-/// let c = closed.clone();
-/// runner_core::run(async move {
-///     let mut rows = runner_core::finalize(futures_lite::stream::iter([1, 2, 3]), move |_rows| async move {
-///         runner_core::yield_now().await;
-///         c.set(c.get() + 1);
-///     });
-///     assert_eq!(rows.next().await, Some(1));
-///     drop(rows);                      // stopped early: the cleanup runs on the loop
-///     runner_core::yield_now().await;
-/// })
-/// .unwrap();
-/// assert_eq!(closed.get(), 1);
-/// ```
-#[track_caller]
-pub fn finalize<S, F, Fut>(stream: S, cleanup: F) -> Finalized<S>
-where
-    S: Stream + Unpin + 'static,
-    F: FnOnce(S) -> Fut + 'static,
-    Fut: Future<Output = ()> + 'static,
-{
-    let close: CloseFn<S> = Box::new(move |s| Box::pin(cleanup(s)));
-    let core = Rc::new(FinCore {
-        parts: RefCell::new(Some((stream, close))),
-        created_at: Location::caller(),
-        ctx: Context::current(),
-        home: RefCell::new(None),
-        registered: Cell::new(false),
-    });
-    Finalized {
-        erased: core.clone(),
-        core,
-    }
-}
-
-/// The stream's cleanup, erased to a boxed future.
-type CloseFn<S> = Box<dyn FnOnce(S) -> Cleanup>;
-
-struct FinCore<S> {
-    parts: RefCell<Option<(S, CloseFn<S>)>>,
-    created_at: &'static Location<'static>,
-    ctx: Context,
-    home: RefCell<Option<Weak<LoopInner>>>,
-    registered: Cell<bool>,
-}
-
-impl<S: 'static> Closable for FinCore<S> {
-    fn close_now(&self) -> Option<Cleanup> {
-        let (stream, close) = self.parts.borrow_mut().take()?;
-        let name = self.describe();
-        Some(guarded(
-            in_context(self.ctx.clone(), close(stream)),
-            move || format!("cleanup of {name}"),
-        ))
-    }
-
-    fn describe(&self) -> String {
-        format!("<Finalized stream created at {}>", place(self.created_at))
-    }
-}
-
-/// A stream with an async cleanup attached by [`finalize`].
-pub struct Finalized<S> {
-    core: Rc<FinCore<S>>,
-    /// The same core, type-erased where `S: 'static` was known, so `Drop` can close it.
-    erased: Rc<dyn Closable>,
-}
-
-impl<S: Stream + Unpin + 'static> Stream for Finalized<S> {
-    type Item = S::Item;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Cx<'_>) -> Poll<Option<S::Item>> {
-        let core = &self.core;
-        if !core.registered.replace(true) {
-            *core.home.borrow_mut() = register(Rc::downgrade(&self.erased), &|| core.describe());
-        }
-        match core.parts.borrow_mut().as_mut() {
-            Some((stream, _)) => Pin::new(stream).poll_next(cx),
-            None => Poll::Ready(None),
-        }
-    }
-}
-
-impl<S> Drop for Finalized<S> {
-    fn drop(&mut self) {
-        if let Some(cleanup) = self.erased.close_now() {
-            schedule_cleanup(cleanup, self.core.home.borrow_mut().take());
-        }
-    }
-}
-
-impl<S> fmt::Debug for Finalized<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Finalized")
-            .field("closed", &self.core.parts.borrow().is_none())
-            .finish()
     }
 }

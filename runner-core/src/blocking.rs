@@ -25,6 +25,8 @@ use async_task::Runnable;
 use event_listener::Event;
 use futures_lite::FutureExt;
 
+use crate::lock::lock;
+
 /// The loop's side: the pool, created on first use.
 pub(crate) struct DefaultExecutor {
     max_threads: usize,
@@ -97,7 +99,7 @@ impl DefaultExecutor {
         let Some(pool) = self.pool.borrow().clone() else {
             return true;
         };
-        let _forget = ForgetPool(&self.pool);
+        let _joining = JoinGuard(&self.pool);
         pool.shutdown();
         let joined = async {
             pool.all_exited().await;
@@ -125,9 +127,9 @@ impl DefaultExecutor {
 }
 
 /// Lets go of the pool when the join ends, however it ends.
-struct ForgetPool<'a>(&'a RefCell<Option<Arc<Pool>>>);
+struct JoinGuard<'a>(&'a RefCell<Option<Arc<Pool>>>);
 
-impl Drop for ForgetPool<'_> {
+impl Drop for JoinGuard<'_> {
     fn drop(&mut self) {
         self.0.borrow_mut().take();
     }
@@ -159,12 +161,12 @@ struct PoolState {
 }
 
 /// Keeps a job in the pool's list of running jobs while it runs.
-struct Busy<'a> {
+struct BusyGuard<'a> {
     pool: &'a Pool,
     id: u64,
 }
 
-impl Drop for Busy<'_> {
+impl Drop for BusyGuard<'_> {
     fn drop(&mut self) {
         let mut state = self.pool.lock();
         if let Some(i) = state.running.iter().position(|(id, ..)| *id == self.id) {
@@ -184,16 +186,16 @@ impl Pool {
     }
 
     fn lock(&self) -> MutexGuard<'_, PoolState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.state)
     }
 
     /// Record a job started from `at` as running until the guard drops.
-    fn busy(&self, at: &'static Location<'static>) -> Busy<'_> {
+    fn busy(&self, at: &'static Location<'static>) -> BusyGuard<'_> {
         let mut state = self.lock();
         state.next_job += 1;
         let id = state.next_job;
         state.running.push((id, at, Instant::now()));
-        Busy { pool: self, id }
+        BusyGuard { pool: self, id }
     }
 
     fn submit(self: &Arc<Self>, job: Runnable) {

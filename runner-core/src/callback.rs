@@ -33,10 +33,19 @@ use std::sync::Arc;
 use std::task::{Context as Cx, Poll};
 use std::time::{Duration, Instant};
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
 use async_io::Timer;
 
 use crate::context::Context;
-use crate::event_loop::{EventLoop, Shared, CALLBACK_BATCH};
+use crate::error::{drop_quietly, panic_message};
+use crate::queue::Inbox;
+use crate::report::{source_location, ExceptionContext};
+use crate::task::scope;
+
+/// The most callbacks (and, separately, jobs posted from other threads) one round of the loop's
+/// driver runs before the loop's tasks, timers and I/O get their turn.
+pub(crate) const CALLBACK_BATCH: usize = 128;
 
 /// Lets a scheduled callback be cancelled before it runs.
 #[derive(Clone)]
@@ -123,19 +132,19 @@ impl Callbacks {
 
     pub(crate) fn call_soon(
         &self,
-        shared: &Shared,
+        inbox: &Inbox,
         f: Box<dyn FnOnce()>,
         at: &'static Location<'static>,
     ) -> CallbackHandle {
         let (callback, handle) = Self::make(f, at);
         self.ready.borrow_mut().push_back(callback);
-        shared.wake();
+        inbox.wake_driver();
         handle
     }
 
     pub(crate) fn call_later(
         &self,
-        shared: &Shared,
+        inbox: &Inbox,
         delay: Duration,
         f: Box<dyn FnOnce()>,
         at: &'static Location<'static>,
@@ -149,7 +158,7 @@ impl Callbacks {
             seq,
             callback,
         });
-        shared.wake();
+        inbox.wake_driver();
         handle
     }
 
@@ -161,7 +170,7 @@ impl Callbacks {
     }
 
     /// One round: move due timers to the ready queue, run what is ready, re-arm the timer.
-    pub(crate) fn drive(&self, lp: &EventLoop, cx: &mut Cx<'_>) -> Poll<()> {
+    pub(crate) fn drive(&self, cx: &mut Cx<'_>) -> Poll<()> {
         self.move_due_timers();
         // Only what was ready when the round began (Python's rule), and at most a batch.
         let round = self.ready.borrow().len().min(CALLBACK_BATCH);
@@ -178,7 +187,7 @@ impl Callbacks {
                 scheduled_at,
                 ..
             } = callback;
-            lp.run_callback(|| ctx.run(f), Some(scheduled_at));
+            run_callback(|| ctx.run(f), Some(scheduled_at));
         }
         if !self.ready.borrow().is_empty() {
             cx.waker().wake_by_ref();
@@ -217,4 +226,75 @@ impl Callbacks {
 /// For a delay too long to represent: about thirty years from now.
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86_400 * 365 * 30)
+}
+
+/// Run one callback: catch its panic, time it in debug mode. `scheduled_at` is where a
+/// `call_soon`/`call_later` was made; `None` for jobs posted from other threads.
+pub(crate) fn run_callback(f: impl FnOnce(), scheduled_at: Option<&Location<'_>>) {
+    let describe = || match scheduled_at {
+        Some(at) => format!("<callback scheduled at {}>", source_location(at)),
+        None => "<threadsafe callback>".to_owned(),
+    };
+    let threshold = scope::slow_poll_threshold();
+    let started = threshold.map(|_| Instant::now());
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
+        let ctx = ExceptionContext::new(format!("panic in callback {}", describe()))
+            .with_error(panic_message(&*payload));
+        drop_quietly(payload);
+        scope::report(None, ctx);
+    }
+    if let (Some(threshold), Some(started)) = (threshold, started) {
+        let took = started.elapsed();
+        if took >= threshold {
+            scope::report_slow(&describe(), took, None);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timed(when: Instant, seq: u64) -> Timed {
+        Timed {
+            when,
+            seq,
+            callback: Callbacks::make(Box::new(|| ()), Location::caller()).0,
+        }
+    }
+
+    /// The heap's top is the earliest deadline; equal deadlines keep their scheduling order.
+    #[test]
+    fn timers_pop_earliest_first_then_in_scheduling_order() {
+        let now = Instant::now();
+        let later = now + Duration::from_millis(10);
+        let mut heap = BinaryHeap::new();
+        for (when, seq) in [(later, 0), (now, 1), (later, 2), (now, 3)] {
+            heap.push(timed(when, seq));
+        }
+        let order: Vec<u64> = std::iter::from_fn(|| heap.pop().map(|t| t.seq)).collect();
+        assert_eq!(order, [1, 3, 0, 2]);
+    }
+
+    /// Only due timers move to the ready queue, in deadline order.
+    #[test]
+    fn only_due_timers_become_ready() {
+        let callbacks = Callbacks::default();
+        let now = Instant::now();
+        {
+            let mut timers = callbacks.timers.borrow_mut();
+            timers.push(timed(now + Duration::from_secs(60), 0));
+            timers.push(timed(now, 1));
+            timers.push(timed(now - Duration::from_millis(5), 2));
+        }
+        callbacks.move_due_timers();
+        let ready: Vec<&str> = callbacks
+            .ready
+            .borrow()
+            .iter()
+            .map(|c| c.scheduled_at.file())
+            .collect();
+        assert_eq!(ready.len(), 2);
+        assert_eq!(callbacks.timers.borrow().len(), 1);
+    }
 }

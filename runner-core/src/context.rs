@@ -253,9 +253,9 @@ impl Context {
     }
 
     /// Make `self` current until the guard drops (then swap it back, holding its changes).
-    pub(crate) fn enter(&mut self) -> Entered<'_> {
+    pub(crate) fn enter(&mut self) -> ContextGuard<'_> {
         CURRENT.with(|c| mem::swap(&mut *c.borrow_mut(), self));
-        Entered { ctx: self }
+        ContextGuard { ctx: self }
     }
 
     /// The value of `var` in this context (not its default).
@@ -349,11 +349,11 @@ pub fn copy_context() -> Context {
 }
 
 /// Keeps a context current; swaps it back (with its changes) when dropped.
-pub(crate) struct Entered<'a> {
+pub(crate) struct ContextGuard<'a> {
     ctx: &'a mut Context,
 }
 
-impl Drop for Entered<'_> {
+impl Drop for ContextGuard<'_> {
     fn drop(&mut self) {
         CURRENT.with(|c| mem::swap(&mut *c.borrow_mut(), self.ctx));
     }

@@ -47,7 +47,7 @@ impl RunError {
     /// `Runner` by hand; `#[runner::main]` calls it on `Interrupted` and panics on the others.
     pub fn exit(self) -> ! {
         match self {
-            RunError::Interrupted => crate::signal::end_process_as_interrupted(),
+            RunError::Interrupted => crate::process::end_as_interrupted(),
             other => {
                 use std::io::Write;
                 // A closed or full stderr must not turn the exit into a panic.
@@ -95,12 +95,19 @@ impl fmt::Debug for TaskError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TaskError::Cancelled => f.write_str("Cancelled"),
-            TaskError::Panicked(p) => f
-                .debug_tuple("Panicked")
-                .field(&panic_message(&**p))
-                .finish(),
+            TaskError::Panicked(payload) => debug_panicked(f, &**payload),
         }
     }
+}
+
+/// `Panicked("the panic's message")`: how errors that carry a panic payload show it in `Debug`.
+pub(crate) fn debug_panicked(
+    f: &mut fmt::Formatter<'_>,
+    payload: &(dyn Any + Send),
+) -> fmt::Result {
+    f.debug_tuple("Panicked")
+        .field(&panic_message(payload))
+        .finish()
 }
 
 impl fmt::Display for TaskError {
@@ -114,33 +121,78 @@ impl fmt::Display for TaskError {
 
 impl std::error::Error for TaskError {}
 
-/// [`timeout`](crate::timeout) ran out before the future finished.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Elapsed;
+/// An error that is one fixed message: the type, its `Display` and its `Error`.
+macro_rules! message_error {
+    ($(#[$doc:meta])* $name:ident, $message:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub struct $name;
 
-impl fmt::Display for Elapsed {
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str($message)
+            }
+        }
+
+        impl std::error::Error for $name {}
+    };
+}
+
+message_error!(
+    /// [`timeout`](crate::timeout) ran out before the future finished.
+    Elapsed,
+    "deadline has elapsed"
+);
+
+message_error!(
+    /// A [`Token`](crate::Token) was given to [`ContextVar::reset`](crate::ContextVar::reset)
+    /// of another variable, or in another context than the one it was made in.
+    ContextError,
+    "the token was created by another context variable or in another context; reset a \
+     variable in the same context that set it"
+);
+
+message_error!(
+    /// What `yield_` returns when the generator is being closed: return it (with `?`) to run the
+    /// cleanup after the loop and finish.
+    GeneratorExit,
+    "the async generator was closed"
+);
+
+/// Why closing a generator failed.
+pub enum AsyncGenError {
+    /// The body yielded another value after it was told to close.
+    IgnoredExit,
+    /// The body panicked while closing; this is the panic's payload.
+    Panicked(Box<dyn Any + Send>),
+}
+
+impl fmt::Debug for AsyncGenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("deadline has elapsed")
+        match self {
+            AsyncGenError::IgnoredExit => f.write_str("IgnoredExit"),
+            AsyncGenError::Panicked(payload) => debug_panicked(f, &**payload),
+        }
     }
 }
 
-impl std::error::Error for Elapsed {}
-
-/// A [`Token`](crate::Token) was given to [`ContextVar::reset`](crate::ContextVar::reset)
-/// of another variable, or in another context than the one it was made in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ContextError;
-
-impl fmt::Display for ContextError {
+impl fmt::Display for AsyncGenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(
-            "the token was created by another context variable or in another context; \
-             reset a variable in the same context that set it",
-        )
+        match self {
+            AsyncGenError::IgnoredExit => f.write_str(
+                "async generator ignored GeneratorExit: its body yielded again after `yield_` \
+                 returned Err(GeneratorExit); return that error instead",
+            ),
+            AsyncGenError::Panicked(payload) => write!(
+                f,
+                "async generator panicked while closing: {}",
+                panic_message(&**payload)
+            ),
+        }
     }
 }
 
-impl std::error::Error for ContextError {}
+impl std::error::Error for AsyncGenError {}
 
 /// The text of a panic payload: the `&str` or `String` given to `panic!`.
 pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> &str {

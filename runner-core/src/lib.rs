@@ -22,10 +22,24 @@
 //! ```
 //!
 //! Most programs use the `runner` facade crate and its `#[runner::main]` attribute instead of
-//! this crate directly; the items are the same.
+//! this crate directly; the items are the same. The rules the runtime follows, numbered, are in
+//! the repository's `docs/behaviour.md`.
+//!
+//! # Layers
+//!
+//! Each module imports only from the modules listed before it (`.ci/layers` checks this):
+//!
+//! 1. `lock`, `process`, `error`, `report`, `context`, `debug`, `time`, `attributes`: the
+//!    leaves.
+//! 2. `queue`, `executor`, `blocking`: running tasks and blocking jobs.
+//! 3. `task`: tasks, the per-loop scope they use, and async cleanup scheduling.
+//! 4. `defer`, `asyncgen`, `finalize`, `callback`, `signal`: built on tasks.
+//! 5. `event_loop`: the loop.
+//! 6. `runner_options`, `runner`: `Runner` and `run`, Python's `runners.py`.
 
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
-// The one exception, with its SAFETY comment: signal.rs restores SIGINT's default action.
+// The exceptions, each with its SAFETY comment: process.rs restores SIGINT's default action;
+// task/current.rs makes a counted handle to the task being polled.
 #![deny(unsafe_code)]
 
 mod asyncgen;
@@ -37,61 +51,40 @@ mod debug;
 mod defer;
 mod error;
 mod event_loop;
-mod exception;
 mod executor;
+mod finalize;
+mod lock;
+mod process;
+mod queue;
+mod report;
 mod runner;
+mod runner_options;
 mod signal;
 mod task;
 mod time;
 
-pub use asyncgen::{finalize, AsyncGen, AsyncGenError, Finalized, GeneratorExit, Yielder};
+pub use asyncgen::{AsyncGen, Yielder};
 pub use callback::CallbackHandle;
 pub use context::{copy_context, Context, ContextVar, Token};
 pub use defer::{defer, Defer};
-pub use error::{ContextError, Elapsed, RunError, TaskError};
-pub use event_loop::{get_running_loop, EventLoop, LoopBuilder, LoopHandle};
-pub use exception::ExceptionContext;
-pub use runner::{run, Runner, RunnerBuilder};
+pub use error::{AsyncGenError, ContextError, Elapsed, GeneratorExit, RunError, TaskError};
+pub use event_loop::api::EventLoop;
+pub use event_loop::builder::LoopBuilder;
+pub use event_loop::handle::LoopHandle;
+pub use event_loop::run::{get_running_loop, to_thread};
+pub use finalize::{finalize, Finalized};
+pub use report::{ExceptionContext, TaskInfo};
+pub use runner::{run, Runner};
+pub use runner_options::RunnerBuilder;
 pub use signal::ctrl_c;
-pub use task::{current_task, spawn, Task, TaskInfo, TaskRef};
+pub use task::current::current_task;
+pub use task::handle::Task;
+pub use task::header::TaskRef;
+pub use task::spawn::spawn;
 pub use time::{sleep, timeout, yield_now};
-
-use std::panic::Location;
 
 /// Used by the code `#[runner::main]` and `#[runner::test]` expand to; not part of the API.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::attributes::{entry_failed, test_failed, Output, TestTimeout};
-}
-
-/// Run the blocking function `f` on the running loop's default executor, in a copy of the
-/// caller's context (Python's `asyncio.to_thread`).
-///
-/// # Panics
-/// Outside a running loop, or once the loop's default executor was shut down ("executor
-/// shutdown has been called").
-///
-/// ```
-/// use runner_core::ContextVar;
-/// static USER: ContextVar<&'static str> = ContextVar::new("user");
-/// runner_core::run(async {
-///     USER.set("ada");
-///     let seen = runner_core::to_thread(|| USER.get()).await.unwrap();
-///     assert_eq!(seen, Some("ada"));
-/// })
-/// .unwrap();
-/// ```
-#[track_caller]
-pub fn to_thread<F, T>(f: F) -> Task<T>
-where
-    F: FnOnce() -> T + Send + 'static,
-    T: Send + 'static,
-{
-    match get_running_loop() {
-        Some(lp) => lp.spawn_blocking(f, Context::current(), Location::caller()),
-        None => panic!(
-            "runner::to_thread() was called outside a running event loop: call it from code \
-             running inside runner::run(), Runner::run() or #[runner::main]"
-        ),
-    }
 }

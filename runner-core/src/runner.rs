@@ -18,20 +18,22 @@
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
-use std::future::IntoFuture;
+use std::future::{Future, IntoFuture};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe, Location};
+use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use futures_lite::FutureExt;
 
 use crate::context::Context;
-use crate::defer::Abandoning;
 use crate::error::RunError;
-use crate::event_loop::{get_running_loop, EventLoop, NOTICE_AFTER};
-use crate::signal;
-
-/// Python's `constants.THREAD_JOIN_TIMEOUT`.
-const DEFAULT_EXECUTOR_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(300);
+use crate::event_loop::api::EventLoop;
+use crate::event_loop::run::refuse_nested_run;
+use crate::event_loop::shutdown::NOTICE_AFTER;
+use crate::runner_options::{LoopFactory, RunnerBuilder};
+use crate::signal::{self, Interrupt};
+use crate::task::cleanup::AbandonGuard;
+use crate::task::spawn::{main_end, main_task, MainEnd};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum State {
@@ -40,11 +42,14 @@ enum State {
     Closed,
 }
 
-type LoopFactory = Box<dyn FnOnce() -> EventLoop>;
-
 /// Runs futures on one event loop and one context, then closes them (Python's `asyncio.Runner`).
 ///
 /// `!Send`: it owns a loop bound to the thread that created it.
+///
+/// ```compile_fail
+/// fn send<T: Send>(_: T) {}
+/// send(runner_core::Runner::new()); // a runner stays on its thread
+/// ```
 pub struct Runner {
     state: Cell<State>,
     debug: Option<bool>,
@@ -99,17 +104,15 @@ impl Runner {
         ctx: Option<&mut Context>,
         at: &'static Location<'static>,
     ) -> Result<F::Output, RunError> {
-        if get_running_loop().is_some() {
-            return Err(RunError::NestedRun);
-        }
+        refuse_nested_run()?;
         let lp = self.lazy_init()?;
-        let handling = signal::begin(false);
-        let interrupt = handling.as_ref().map(|h| h.interrupt());
+        let sigint = signal::begin(false);
+        let interrupt = sigint.as_ref().map(|s| s.interrupt());
         let result = match ctx {
-            Some(ctx) => lp.run_main(fut.into_future(), ctx, at, interrupt),
+            Some(ctx) => run_main(&lp, fut.into_future(), ctx, at, interrupt),
             None => {
-                let mut own = PutBack::take(&self.context);
-                lp.run_main(fut.into_future(), &mut own.ctx, at, interrupt)
+                let mut own = RunContextGuard::take(&self.context);
+                run_main(&lp, fut.into_future(), &mut own.ctx, at, interrupt)
             }
         };
         if interrupt.is_some_and(|i| i.is_aborted()) {
@@ -172,47 +175,110 @@ impl Runner {
     }
 }
 
-/// Holds the runner's context while a run uses it; puts it back when dropped.
-struct PutBack<'a> {
+/// The core of `Runner.run`: create the main task in `ctx`, run the loop until it is done or
+/// a second Ctrl-C asks to return at once, and say how the run ended. The main task's final
+/// context is left in `ctx`. With an `interrupt` (a runner handling Ctrl-C), the first Ctrl-C
+/// cancels the main task, and a main task still finishing a second after it is named on stderr.
+fn run_main<F: Future>(
+    lp: &EventLoop,
+    fut: F,
+    ctx: &mut Context,
+    at: &'static Location<'static>,
+    interrupt: Option<&Interrupt>,
+) -> Result<F::Output, RunError> {
+    let inbox = lp.inner.scope.inbox.clone();
+    let (main, task) = main_task(fut, std::mem::take(ctx), at, inbox);
+    // Declared before `main` so that it is dropped after it: after a second Ctrl-C, the cleanups
+    // the abandoned main task leaves are not waited for.
+    let _abandon;
+    let mut main = pin!(main);
+    let ran = match interrupt {
+        None => lp.run_until(async { Some(main.as_mut().await) }),
+        Some(interrupt) => {
+            interrupt.set_main(Some(task.clone()));
+            let shown = Cell::new(false);
+            let notice = async {
+                interrupt.pressed().await;
+                let deadline = Instant::now() + NOTICE_AFTER;
+                let heading = "still finishing the main task 1 s after Ctrl-C";
+                lp.notice_at(deadline, heading, Some(&task), true, &shown)
+                    .await;
+                None
+            };
+            let second_ctrl_c = async {
+                interrupt.aborted().await;
+                None
+            };
+            let ran = lp.run_until(
+                async { Some(main.as_mut().await) }
+                    .or(second_ctrl_c)
+                    .or(notice),
+            );
+            interrupt.set_main(None);
+            interrupt.set_returned();
+            ran
+        }
+    };
+    *ctx = main.as_mut().take_context();
+    let Some(output) = ran? else {
+        _abandon = AbandonGuard::new(true);
+        return Err(RunError::Interrupted);
+    };
+    match main_end(output, &task) {
+        MainEnd::Returned(value) => Ok(value),
+        MainEnd::Panicked(payload) => resume_unwind(payload),
+        MainEnd::Cancelled { by_code: true } => Err(RunError::Cancelled),
+        MainEnd::Cancelled { .. } if interrupt.is_some_and(|i| i.presses() > 0) => {
+            Err(RunError::Interrupted)
+        }
+        MainEnd::Cancelled { .. } => Err(RunError::Cancelled),
+    }
+}
+
+/// Lends the runner's context to a run; puts it back when dropped, even on panic.
+struct RunContextGuard<'a> {
     slot: &'a RefCell<Context>,
     ctx: Context,
 }
 
-impl<'a> PutBack<'a> {
+impl<'a> RunContextGuard<'a> {
     fn take(slot: &'a RefCell<Context>) -> Self {
         let ctx = std::mem::take(&mut *slot.borrow_mut());
-        PutBack { slot, ctx }
+        RunContextGuard { slot, ctx }
     }
 }
 
-impl Drop for PutBack<'_> {
+impl Drop for RunContextGuard<'_> {
     fn drop(&mut self) {
         *self.slot.borrow_mut() = std::mem::take(&mut self.ctx);
     }
 }
 
-/// R2's steps, in order; true if Ctrl-C stopped the waiting. Inside another running loop the
-/// waiting steps cannot run, and after a second Ctrl-C (before or during close) nothing is
-/// waited for; the loop is closed either way. A close still waiting after a second says, once,
-/// what it waits for.
+/// Python's `Runner.close`, in four steps; true if Ctrl-C stopped the waiting. Steps with
+/// nothing to wait for are skipped. Inside another running loop the waiting steps cannot run,
+/// and after a second Ctrl-C (before or during close) nothing is waited for; the loop is closed
+/// either way. A close still waiting after a second says, once, what it waits for.
 fn close_loop(lp: &EventLoop, timeout: Duration, abandoned: bool) -> bool {
     let mut interrupted = false;
     if !abandoned {
-        let handling = signal::begin(true);
-        let interrupt = handling.as_ref().map(|h| h.interrupt());
-        let (tasks, gens, executor) = lp.close_work();
+        let sigint = signal::begin(true);
         let waiting = Waiting {
             lp,
-            interrupt,
+            interrupt: sigint.as_ref().map(|s| s.interrupt()),
             notice_at: Instant::now() + NOTICE_AFTER,
             shown: Cell::new(false),
         };
-        let _ = (!tasks || waiting.step(lp.cancel_all_tasks()))
-            && (!(tasks || gens) || waiting.step(lp.shutdown_asyncgens()))
-            && (!executor || waiting.step(lp.shutdown_default_executor(Some(timeout))));
-        interrupted = interrupt.is_some_and(|i| i.is_aborted());
+        let work = lp.close_work();
+        // 1. Cancel every pending task, and wait for them.
+        let _ = waiting.step(work.tasks, lp.cancel_all_tasks())
+            // 2. Close the async generators still open, and wait for scheduled cleanups.
+            && waiting.step(work.tasks || work.asyncgens, lp.shutdown_asyncgens())
+            // 3. Join the default executor's threads, for at most `timeout`.
+            && waiting.step(work.executor, lp.shutdown_default_executor(Some(timeout)));
+        interrupted = waiting.interrupt.is_some_and(|i| i.is_aborted());
     }
-    let _abandoning = Abandoning::new(abandoned || interrupted);
+    // 4. Close the loop.
+    let _abandon = AbandonGuard::new(abandoned || interrupted);
     lp.close();
     interrupted
 }
@@ -220,33 +286,42 @@ fn close_loop(lp: &EventLoop, timeout: Duration, abandoned: bool) -> bool {
 /// The waiting steps of one close.
 struct Waiting<'a> {
     lp: &'a EventLoop,
-    interrupt: Option<&'a signal::Interrupt>,
+    interrupt: Option<&'a Interrupt>,
     /// When close says what it still waits for, if it still waits.
     notice_at: Instant,
     shown: Cell<bool>,
 }
 
 impl Waiting<'_> {
-    /// Run one waiting step of close; false if Ctrl-C stopped the waiting (R6.5).
-    #[track_caller]
-    fn step<F: std::future::Future<Output = ()>>(&self, step: F) -> bool {
+    /// Run one waiting step of close if `needed`; false if Ctrl-C stopped the waiting.
+    fn step<F: Future<Output = ()>>(&self, needed: bool, step: F) -> bool {
+        if !needed {
+            return true;
+        }
         let lp = self.lp;
         let ctrl_c = self.interrupt.is_some();
-        let notice = lp.notice_at(
-            self.notice_at,
-            "still closing after 1 s",
-            None,
-            ctrl_c,
-            &self.shown,
+        let heading = "still closing after 1 s";
+        let notice = async {
+            lp.notice_at(self.notice_at, heading, None, ctrl_c, &self.shown)
+                .await;
+            true
+        };
+        let stopped = async {
+            match self.interrupt {
+                Some(interrupt) => interrupt.aborted().await,
+                None => std::future::pending().await,
+            }
+            false
+        };
+        let ran = lp.run_until(
+            async {
+                step.await;
+                true
+            }
+            .or(stopped)
+            .or(notice),
         );
-        let step = step.or(notice);
-        let result = lp.run_main(
-            step,
-            &mut Context::new(),
-            Location::caller(),
-            self.interrupt,
-        );
-        result != Err(RunError::Interrupted)
+        ran.unwrap_or(true)
     }
 }
 
@@ -270,58 +345,7 @@ impl fmt::Debug for Runner {
     }
 }
 
-/// Options for a [`Runner`].
-///
-/// ```
-/// use std::time::Duration;
-/// use runner_core::{EventLoop, Runner};
-///
-/// let out = Runner::builder()
-///     .debug(true)
-///     .loop_factory(EventLoop::new)
-///     .executor_shutdown_timeout(Duration::from_secs(5))
-///     .run(async { runner_core::get_running_loop().unwrap().debug() })
-///     .unwrap();
-/// assert!(out);
-/// ```
-pub struct RunnerBuilder {
-    debug: Option<bool>,
-    loop_factory: Option<LoopFactory>,
-    executor_shutdown_timeout: Duration,
-}
-
-impl Default for RunnerBuilder {
-    fn default() -> Self {
-        RunnerBuilder {
-            debug: None,
-            loop_factory: None,
-            executor_shutdown_timeout: DEFAULT_EXECUTOR_SHUTDOWN_TIMEOUT,
-        }
-    }
-}
-
 impl RunnerBuilder {
-    /// Debug mode on or off; never called means the global setting (`RUNNER_DEBUG`).
-    pub fn debug(mut self, enabled: bool) -> Self {
-        self.debug = Some(enabled);
-        self
-    }
-
-    /// Make the loop with `factory` (called once, at first use) instead of `EventLoop::new`.
-    pub fn loop_factory<F>(mut self, factory: F) -> Self
-    where
-        F: FnOnce() -> EventLoop + 'static,
-    {
-        self.loop_factory = Some(Box::new(factory));
-        self
-    }
-
-    /// How long close waits for the default executor's threads (default 300 s).
-    pub fn executor_shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.executor_shutdown_timeout = timeout;
-        self
-    }
-
     /// The runner; nothing is created until it is used.
     pub fn build(self) -> Runner {
         Runner {
@@ -342,9 +366,6 @@ impl RunnerBuilder {
     #[track_caller]
     pub fn run<F: IntoFuture>(self, fut: F) -> Result<F::Output, RunError> {
         let at = Location::caller();
-        if get_running_loop().is_some() {
-            return Err(RunError::NestedRun);
-        }
         let runner = self.build();
         let result = catch_unwind(AssertUnwindSafe(|| runner.run_at(fut, None, at)));
         runner.close();
@@ -353,16 +374,6 @@ impl RunnerBuilder {
             true => result.and(Err(RunError::Interrupted)),
             false => result,
         }
-    }
-}
-
-impl fmt::Debug for RunnerBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RunnerBuilder")
-            .field("debug", &self.debug)
-            .field("loop_factory", &self.loop_factory.is_some())
-            .field("executor_shutdown_timeout", &self.executor_shutdown_timeout)
-            .finish()
     }
 }
 

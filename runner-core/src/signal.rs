@@ -1,4 +1,4 @@
-//! Two-stage Ctrl-C (R6). The first Ctrl-C cancels the main task, so its destructors and async
+//! Two-stage Ctrl-C. The first Ctrl-C cancels the main task, so its destructors and async
 //! cleanup run; the second makes `run` return `Err(Interrupted)` at once, and ends the process
 //! if the loop thread is stuck in a poll that never returns.
 //!
@@ -23,13 +23,15 @@
 
 use std::future::{poll_fn, Future};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use event_listener::Event;
 
-use crate::task::TaskRef;
+use crate::lock::lock;
+use crate::process::end_as_interrupted;
+use crate::task::header::TaskRef;
 
 /// How long a loop thread stuck in one poll gets after the second Ctrl-C before the process is
 /// ended (R6.3 asks for half a second at most).
@@ -148,10 +150,6 @@ impl Interrupt {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Install {
     NotTried,
@@ -171,18 +169,18 @@ static DISPATCH: Mutex<Dispatch> = Mutex::new(Dispatch {
 });
 
 /// Keeps a run or close registered with the dispatcher; unregisters on drop.
-pub(crate) struct Handling {
+pub(crate) struct SigintGuard {
     interrupt: Arc<Interrupt>,
     prev: Option<Arc<Interrupt>>,
 }
 
-impl Handling {
+impl SigintGuard {
     pub(crate) fn interrupt(&self) -> &Interrupt {
         &self.interrupt
     }
 }
 
-impl Drop for Handling {
+impl Drop for SigintGuard {
     fn drop(&mut self) {
         self.interrupt.set_returned();
         lock(&DISPATCH).active = self.prev.take();
@@ -191,7 +189,7 @@ impl Drop for Handling {
 
 /// Handle Ctrl-C for a run (`closing` false) or a close starting on this thread. `None` off the
 /// main thread or when the program handles SIGINT itself (R6.1).
-pub(crate) fn begin(closing: bool) -> Option<Handling> {
+pub(crate) fn begin(closing: bool) -> Option<SigintGuard> {
     if std::thread::current().name() != Some("main") {
         return None;
     }
@@ -208,7 +206,7 @@ pub(crate) fn begin(closing: bool) -> Option<Handling> {
     let interrupt = Arc::new(Interrupt::default());
     interrupt.closing.store(closing, Ordering::SeqCst);
     let prev = dispatch.active.replace(interrupt.clone());
-    Some(Handling { interrupt, prev })
+    Some(SigintGuard { interrupt, prev })
 }
 
 /// Every Ctrl-C the runner has handled in this process, and who waits for the next one.
@@ -261,7 +259,7 @@ fn on_ctrl_c() {
     let active = lock(&DISPATCH).active.clone();
     let Some(interrupt) = active else {
         // R6.4: no run and no close in progress: Ctrl-C has its default effect.
-        end_process_as_interrupted();
+        end_as_interrupted();
     };
     HANDLED.fetch_add(1, Ordering::SeqCst);
     NEXT_CTRL_C.notify(usize::MAX);
@@ -279,40 +277,5 @@ fn on_ctrl_c() {
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    end_process_as_interrupted();
-}
-
-/// End the process as SIGINT's default action would (R6.4, R6.6): on Unix, killed by SIGINT
-/// (shells report status 130); on Windows, exit code `STATUS_CONTROL_C_EXIT` (0xC000013A).
-pub(crate) fn end_process_as_interrupted() -> ! {
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
-    #[cfg(unix)]
-    {
-        raise_default_sigint();
-        // Only reached if SIGINT is blocked on this thread: exit with the shell's status for it.
-        std::process::exit(130)
-    }
-    #[cfg(windows)]
-    {
-        std::process::exit(0xC000_013A_u32 as i32)
-    }
-    #[cfg(not(any(unix, windows)))]
-    {
-        std::process::exit(130)
-    }
-}
-
-/// Restore SIGINT's default action and raise it. No safe API can reset a signal disposition.
-#[cfg(unix)]
-#[allow(unsafe_code)]
-fn raise_default_sigint() {
-    // SAFETY: `signal` and `raise` take plain integers and touch no memory of ours. They run on
-    // an ordinary thread (not in a signal handler); the only effect is restoring SIGINT's default
-    // disposition and delivering SIGINT, which terminates the process.
-    unsafe {
-        libc::signal(libc::SIGINT, libc::SIG_DFL);
-        libc::raise(libc::SIGINT);
-    }
+    end_as_interrupted();
 }

@@ -446,3 +446,50 @@ fn expand(kind: Kind, mut func: ItemFn, config: &Config, shape: Shape) -> TokenS
     });
     tokens
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{mentions_impl_trait, parse_timeout};
+    use quote::quote;
+
+    #[test]
+    fn timeouts_parse_to_milliseconds() {
+        assert_eq!(parse_timeout("500ms"), Some(500));
+        assert_eq!(parse_timeout("5s"), Some(5_000));
+        assert_eq!(parse_timeout("2m"), Some(120_000));
+    }
+
+    #[test]
+    fn malformed_timeouts_are_refused() {
+        for text in [
+            "",
+            "ms",
+            "5",
+            "5 s",
+            "5h",
+            "1.5s",
+            "-1s",
+            "0ms",
+            "99999999999999999999s",
+        ] {
+            assert_eq!(parse_timeout(text), None, "{text:?}");
+        }
+        assert_eq!(
+            parse_timeout(&format!("{}m", u64::MAX / 60_000 + 1)),
+            None,
+            "overflow"
+        );
+    }
+
+    #[test]
+    fn impl_trait_is_found_anywhere_in_a_type() {
+        assert!(mentions_impl_trait(quote!(impl Iterator<Item = u8>)));
+        assert!(mentions_impl_trait(
+            quote!(Result<(), impl std::fmt::Debug>)
+        ));
+        assert!(!mentions_impl_trait(
+            quote!(Result<(), Box<dyn std::error::Error>>)
+        ));
+        assert!(!mentions_impl_trait(quote!(!)));
+    }
+}

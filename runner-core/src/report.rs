@@ -1,5 +1,6 @@
-//! What the loop reports to its exception handler: panics nobody retrieved, slow polls, failures
-//! during shutdown (Python's `loop.call_exception_handler(context)`).
+//! What the loop reports to its exception handler, and the last resort when no loop can take a
+//! report: panics nobody retrieved, slow polls, failures during shutdown (Python's
+//! `loop.call_exception_handler(context)`).
 //!
 //! ```
 //! use runner_core::{EventLoop, ExceptionContext};
@@ -15,8 +16,8 @@
 //! ```
 
 use std::fmt;
-
-use crate::task::TaskInfo;
+use std::panic::Location;
+use std::sync::Arc;
 
 /// One report: a message, optionally an error's text and the task it concerns.
 #[derive(Clone, Debug)]
@@ -78,20 +79,71 @@ impl fmt::Display for ExceptionContext {
     }
 }
 
+/// What identifies a task in reports: its id, its name and where it was spawned.
+#[derive(Clone, Debug)]
+pub struct TaskInfo {
+    id: u64,
+    name: Option<Arc<str>>,
+    spawned_at: Option<&'static Location<'static>>,
+}
+
+impl TaskInfo {
+    pub(crate) fn new(
+        id: u64,
+        name: Option<Arc<str>>,
+        spawned_at: Option<&'static Location<'static>>,
+    ) -> Self {
+        TaskInfo {
+            id,
+            name,
+            spawned_at,
+        }
+    }
+
+    /// A number unique in the process.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The task's name; the main task is called "main".
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// Where `spawn` (or `run`, for the main task) was called.
+    pub fn spawned_at(&self) -> Option<&'static Location<'static>> {
+        self.spawned_at
+    }
+}
+
+/// `Task 'main' #1 spawned at src/main.rs:4:5`
+impl fmt::Display for TaskInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "Task '{name}' #{}", self.id)?,
+            None => write!(f, "Task #{}", self.id)?,
+        }
+        if let Some(at) = self.spawned_at {
+            write!(f, " spawned at {}", source_location(at))?;
+        }
+        Ok(())
+    }
+}
+
+/// How reports name a place in the source: `file:line:column`.
+pub(crate) fn source_location(at: &Location<'_>) -> String {
+    format!("{}:{}:{}", at.file(), at.line(), at.column())
+}
+
 /// Write a report to stderr: what the default handler does, and the last resort when no loop
-/// is left to take a report. A report that cannot be written (stderr closed, a broken pipe, a
-/// full disk) is dropped: `eprintln!` would panic instead.
+/// is left to take a report.
 pub(crate) fn write_to_stderr(ctx: &ExceptionContext) {
     write_stderr(format_args!("runner: {ctx}"));
 }
 
-/// Write one line to stderr, dropping it if it cannot be written.
+/// Write one line to stderr. A line that cannot be written (stderr closed, a broken pipe, a full
+/// disk) is dropped: `eprintln!` would panic instead, and runner's own output must never panic.
 pub(crate) fn write_stderr(line: fmt::Arguments<'_>) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr().lock(), "{line}");
-}
-
-/// How reports name a place in the source: `file:line:column`.
-pub(crate) fn place(at: &std::panic::Location<'_>) -> String {
-    format!("{}:{}:{}", at.file(), at.line(), at.column())
 }

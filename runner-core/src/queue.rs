@@ -1,0 +1,244 @@
+//! A loop's run queues: the thread-local queue of the thread running the loop, where a task woken
+//! on that thread goes (a push, no atomic operation), and the one cross-thread queue, where
+//! everything else goes: runnables woken on other threads (or on this one while the loop is not
+//! running) and jobs posted from other threads. [`Inbox`] is the `Send + Sync` handle to the
+//! latter.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use async_task::Runnable;
+
+use crate::lock::lock;
+
+/// What the thread running an executor keeps at hand, so that a wake-up on that thread costs a
+/// thread-local access and a push.
+pub(crate) struct Local {
+    /// The address of the running executor's `Remote`; 0 when none runs on this thread.
+    pub(crate) owner: Cell<usize>,
+    pub(crate) queue: RefCell<VecDeque<Runnable>>,
+    /// The run loop found nothing to do and waits for `waker`.
+    pub(crate) idle: Cell<bool>,
+    pub(crate) waker: RefCell<Option<Waker>>,
+}
+
+thread_local! {
+    pub(crate) static LOCAL: Local = const {
+        Local {
+            owner: Cell::new(0),
+            queue: RefCell::new(VecDeque::new()),
+            idle: Cell::new(false),
+            waker: RefCell::new(None),
+        }
+    };
+}
+
+/// A job posted to the loop from any thread (`call_soon_threadsafe`, a report made elsewhere).
+pub(crate) type Job = Box<dyn FnOnce() + Send>;
+
+/// The cross-thread queue. Schedule functions and [`Inbox`] handles hold it.
+pub(crate) struct Remote {
+    queue: Mutex<RemoteQueue>,
+    /// Runnables are waiting in `queue` (read without the lock on every tick).
+    pending: AtomicBool,
+    /// Jobs are refused once the loop is closed; runnables never are (see `push`).
+    jobs_closed: AtomicBool,
+}
+
+#[derive(Default)]
+struct RemoteQueue {
+    runnables: Vec<Runnable>,
+    jobs: VecDeque<Job>,
+    /// Wakes the thread running the executor.
+    waker: Option<Waker>,
+    /// Wakes the loop's driver, which runs the jobs.
+    driver: Option<Waker>,
+}
+
+impl Remote {
+    pub(crate) fn new() -> Arc<Remote> {
+        Arc::new(Remote {
+            queue: Mutex::default(),
+            pending: AtomicBool::new(false),
+            jobs_closed: AtomicBool::new(false),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RemoteQueue> {
+        lock(&self.queue)
+    }
+
+    /// What `Local::owner` holds while this queue's executor runs.
+    pub(crate) fn id(self: &Arc<Self>) -> usize {
+        Arc::as_ptr(self) as usize
+    }
+
+    /// The schedule function of every task: the local queue if this queue's executor runs on
+    /// this thread, else the cross-thread queue.
+    pub(crate) fn schedule(self: &Arc<Self>, runnable: Runnable) {
+        let mut runnable = Some(runnable);
+        let _ = LOCAL.try_with(|local| {
+            if local.owner.get() == self.id() {
+                if let Some(r) = runnable.take() {
+                    local.queue.borrow_mut().push_back(r);
+                }
+                if local.idle.replace(false) {
+                    if let Some(waker) = &*local.waker.borrow() {
+                        waker.wake_by_ref();
+                    }
+                }
+            }
+        });
+        if let Some(runnable) = runnable {
+            self.push(runnable);
+        }
+    }
+
+    /// Queue a runnable woken off the loop. Never drops it, even on a closed loop: dropping a
+    /// task runs its destructors, and a wake-up may come from inside someone's lock (a channel
+    /// waking its receivers), so teardown happens only in `Executor::close`, which drains this
+    /// queue.
+    fn push(&self, runnable: Runnable) {
+        let waker = {
+            let mut queue = self.lock();
+            queue.runnables.push(runnable);
+            self.pending.store(true, Ordering::Release);
+            queue.waker.clone()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Move the runnables waiting here onto `local`.
+    pub(crate) fn drain_into(&self, local: &mut VecDeque<Runnable>) {
+        if self.pending.load(Ordering::Acquire) {
+            let mut queue = self.lock();
+            self.pending.store(false, Ordering::Relaxed);
+            local.extend(queue.runnables.drain(..));
+        }
+    }
+
+    /// Remember who to wake for the next runnable; false if one arrived meanwhile.
+    pub(crate) fn park(&self, waker: &Waker) -> bool {
+        let mut queue = self.lock();
+        if !queue.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            queue.waker = Some(waker.clone());
+        }
+        !self.pending.load(Ordering::Acquire)
+    }
+
+    /// Park this thread until a runnable is pushed; false if `limit` passed first.
+    pub(crate) fn wait_for_push(&self, limit: Duration) -> bool {
+        let waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
+        let deadline = Instant::now() + limit;
+        loop {
+            if !self.park(&waker) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            thread::park_timeout(deadline - now);
+        }
+    }
+}
+
+/// Wakes a thread parked in [`Remote::wait_for_push`].
+struct ThreadWaker(thread::Thread);
+
+impl std::task::Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// The `Send + Sync` way into a loop from any thread: spawn `Send` futures onto its executor,
+/// post jobs for its driver. Tasks spawned here wake through the same queue as every other
+/// task, so close tears them down the same way.
+#[derive(Clone)]
+pub(crate) struct Inbox(Arc<Remote>);
+
+impl Inbox {
+    pub(crate) fn new(remote: Arc<Remote>) -> Inbox {
+        Inbox(remote)
+    }
+
+    /// Spawn `fut`, queued to run on the loop's thread.
+    pub(crate) fn spawn<F>(&self, fut: F) -> async_task::Task<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let remote = self.0.clone();
+        let (runnable, task) = async_task::spawn(fut, move |r| remote.schedule(r));
+        runnable.schedule();
+        task
+    }
+
+    /// Queue `job` for the loop's driver; gives it back if the loop is closed.
+    pub(crate) fn post(&self, job: Job) -> Result<(), Job> {
+        let driver = {
+            let mut queue = self.0.lock();
+            if self.is_closed() {
+                return Err(job);
+            }
+            queue.jobs.push_back(job);
+            queue.driver.clone()
+        };
+        if let Some(driver) = driver {
+            driver.wake();
+        }
+        Ok(())
+    }
+
+    /// Wake the driver so it looks at its queues again.
+    pub(crate) fn wake_driver(&self) {
+        let driver = self.0.lock().driver.clone();
+        if let Some(driver) = driver {
+            driver.wake();
+        }
+    }
+
+    /// Take at most `max` posted jobs, oldest first, and remember `driver` as who to wake for the
+    /// next ones; also whether more are left. The bound keeps a thread that posts faster than the
+    /// loop runs from starving the loop's tasks and timers.
+    pub(crate) fn take_jobs(&self, driver: &Waker, max: usize) -> (Vec<Job>, bool) {
+        let mut queue = self.0.lock();
+        if !queue.driver.as_ref().is_some_and(|w| w.will_wake(driver)) {
+            queue.driver = Some(driver.clone());
+        }
+        let n = queue.jobs.len().min(max);
+        let jobs = queue.jobs.drain(..n).collect();
+        (jobs, !queue.jobs.is_empty())
+    }
+
+    /// Refuse jobs from now on and drop the queued ones; the driver's waker, so that close can
+    /// reach the driver task.
+    pub(crate) fn close_jobs(&self) -> Option<Waker> {
+        let (jobs, driver) = {
+            let mut queue = self.0.lock();
+            self.0.jobs_closed.store(true, Ordering::Release);
+            (std::mem::take(&mut queue.jobs), queue.driver.take())
+        };
+        // Dropped outside the lock: a job may own a task whose destructors post more jobs.
+        drop(jobs);
+        driver
+    }
+
+    /// True once the loop is closed.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.0.jobs_closed.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,252 @@
+//! The future every task runs in. Before each poll it checks the cancel flag: a cancelled future
+//! is dropped there, between polls, never in the middle of one. Around each poll it makes the
+//! task's context and identity current, catches a panic, and (only in debug mode) times the
+//! poll. A task ends only after the async cleanups its future left behind have run.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as Cx, Poll};
+use std::time::Instant;
+
+use pin_project_lite::pin_project;
+
+use crate::context::{Context, ContextGuard};
+use crate::error::{catch_quietly, drop_quietly, panic_message};
+use crate::report::ExceptionContext;
+use crate::task::cleanup::{run_now, schedule_cleanup};
+use crate::task::current;
+use crate::task::handle::{report_unretrieved, Output};
+use crate::task::header::{Header, CANCEL_REQUESTED};
+use crate::task::registry::Slot;
+use crate::task::scope::{self, Cleanup};
+
+pin_project! {
+    /// See the module documentation. Its output is `None` when the task was cancelled or
+    /// panicked (the header says which).
+    pub(crate) struct TaskFuture<F: Future> {
+        #[pin]
+        fut: Option<F>,
+        header: Arc<Header>,
+        ctx: Context,
+        slot: Slot,
+        // How the future ended, kept while the task's cleanups run.
+        ended: Option<Outcome<F::Output>>,
+        // The task has cleanups waiting in its loop (they are `!Send`, this future may not be).
+        cleanups_pending: bool,
+        // The header has the task's waker.
+        polled: bool,
+    }
+
+    impl<F: Future> PinnedDrop for TaskFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // Dropped unfinished: the loop was torn down under it. Its destructors still run, in
+            // its context, and must not unwind into the executor; the async cleanups they leave
+            // have no loop left and run on the spot.
+            let mut this = this.project();
+            if this.fut.is_some() || *this.cleanups_pending {
+                let mut guard = PollGuard::enter(this.header, this.ctx);
+                catch_quietly(|| this.fut.set(None));
+                let mut left = guard.take_cleanups().unwrap_or_default();
+                if *this.cleanups_pending {
+                    if let Some(scope) = scope::current() {
+                        left.extend(scope.take_task_cleanups(this.header.id));
+                    }
+                }
+                run_now(left);
+                drop(guard);
+                this.header.finish();
+            }
+            // async-task drops a task's future under its abort guard: the values of the task's
+            // context variables are user values whose destructors may panic.
+            if !this.ctx.is_empty() {
+                let ctx = std::mem::take(this.ctx);
+                catch_quietly(move || drop(ctx));
+            }
+        }
+    }
+}
+
+/// How one poll of the user's future went.
+enum Outcome<T> {
+    Pending,
+    Ready(T),
+    Cancelled,
+    Panicked(Box<dyn Any + Send>),
+    /// A destructor panicked while a cancellation dropped the future.
+    PanickedCancelling(Box<dyn Any + Send>),
+}
+
+impl<F: Future> TaskFuture<F> {
+    pub(crate) fn new(fut: F, header: Arc<Header>, ctx: Context, slot: Slot) -> Self {
+        TaskFuture {
+            fut: Some(fut),
+            header,
+            ctx,
+            slot,
+            ended: None,
+            cleanups_pending: false,
+            polled: false,
+        }
+    }
+
+    /// The task's context as it is now (the main task's final context, for the runner).
+    pub(crate) fn take_context(self: Pin<&mut Self>) -> Context {
+        std::mem::take(self.project().ctx)
+    }
+}
+
+impl<F: Future> Future for TaskFuture<F> {
+    type Output = Option<Output<F::Output>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Cx<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let header: &Header = this.header;
+        if !*this.polled {
+            *this.polled = true;
+            *header.waker() = Some(cx.waker().clone());
+        }
+        if let Slot::OnFirstPoll = this.slot {
+            *this.slot = scope::register_remote(this.header);
+        }
+        if this.fut.is_none() && this.ended.is_none() {
+            return Poll::Ready(None);
+        }
+        let cancelled = header.has(CANCEL_REQUESTED) && this.ended.is_none();
+        let slow_after = scope::slow_poll_threshold();
+        let started = slow_after.map(|_| Instant::now());
+
+        // The task stays current until the end of this poll: cleanups its destructors leave are
+        // tied to it, and reports about it reach the handler in the task's own context.
+        let mut guard = PollGuard::enter(this.header, this.ctx);
+        if this.ended.is_none() {
+            let mut fut = this.fut.as_mut();
+            let outcome = if cancelled {
+                match catch_unwind(AssertUnwindSafe(|| fut.set(None))) {
+                    Ok(()) => Outcome::Cancelled,
+                    Err(payload) => Outcome::PanickedCancelling(payload),
+                }
+            } else {
+                let polled = catch_unwind(AssertUnwindSafe(|| match fut.as_mut().as_pin_mut() {
+                    Some(f) => f.poll(cx),
+                    None => Poll::Pending,
+                }));
+                match polled {
+                    Ok(Poll::Pending) => Outcome::Pending,
+                    Ok(Poll::Ready(v)) => Outcome::Ready(v),
+                    Err(payload) => Outcome::Panicked(payload),
+                }
+            };
+            if !matches!(outcome, Outcome::Pending) {
+                // Done: drop what is left of the future now, inside the task's context.
+                catch_quietly(|| fut.set(None));
+                *this.ended = Some(outcome);
+            }
+        }
+        // Async cleanups left behind run as part of the task, which ends after them.
+        let new_cleanups = guard.take_cleanups();
+        if *this.cleanups_pending || new_cleanups.is_some() {
+            let new_cleanups = new_cleanups.unwrap_or_default();
+            *this.cleanups_pending = drive_cleanups(header.id, new_cleanups, &mut guard, cx);
+        }
+
+        if let (Some(threshold), Some(started)) = (slow_after, started) {
+            let took = started.elapsed();
+            if took >= threshold {
+                scope::report_slow(&format!("<{}>", header.info()), took, Some(header.info()));
+            }
+        }
+
+        if *this.cleanups_pending {
+            return Poll::Pending;
+        }
+        let output = match this.ended.take() {
+            None | Some(Outcome::Pending) => return Poll::Pending,
+            Some(Outcome::Ready(v)) => Some(Output::new(v)),
+            Some(Outcome::Cancelled) => None,
+            Some(Outcome::Panicked(payload)) => {
+                if header.store_panic(payload) {
+                    report_unretrieved(header);
+                }
+                None
+            }
+            Some(Outcome::PanickedCancelling(payload)) => {
+                if scope::is_closing() {
+                    // The only report of a panic raised while close cancels the task.
+                    let ctx = ExceptionContext::new("unhandled panic during runner shutdown")
+                        .with_error(panic_message(&*payload))
+                        .with_task(header.info());
+                    drop_quietly(payload);
+                    scope::report(Some(&header.owner), ctx);
+                } else if header.store_panic(payload) {
+                    report_unretrieved(header);
+                }
+                None
+            }
+        };
+        if let Slot::At(index) = *this.slot {
+            scope::deregister(index);
+        }
+        header.finish();
+        Poll::Ready(output)
+    }
+}
+
+/// Poll a task's cleanups (kept by its loop between polls) until they are done; true while some
+/// are still pending. Cleanups that these cleanups leave behind join the list. Off the loop (a
+/// blocking job on a pool thread) there is no loop to keep them, so they run on the spot.
+fn drive_cleanups(id: u64, new: Vec<Cleanup>, guard: &mut PollGuard<'_>, cx: &mut Cx<'_>) -> bool {
+    let Some(scope) = scope::current() else {
+        run_now(new);
+        return false;
+    };
+    let mut list = scope.take_task_cleanups(id);
+    list.extend(new);
+    loop {
+        list.retain_mut(|cleanup| cleanup.as_mut().poll(cx).is_pending());
+        match guard.take_cleanups() {
+            Some(more) => list.extend(more),
+            None => break,
+        }
+    }
+    let pending = !list.is_empty();
+    if pending {
+        scope.put_task_cleanups(id, list);
+    }
+    pending
+}
+
+/// Makes a task current (its context, its identity, its cleanup list) for the length of a poll.
+struct PollGuard<'a> {
+    _ctx: ContextGuard<'a>,
+    prev: *const Header,
+    /// Where this task's entries start in the thread's cleanup list.
+    start: usize,
+}
+
+impl<'a> PollGuard<'a> {
+    fn enter(header: &'a Arc<Header>, ctx: &'a mut Context) -> Self {
+        let (prev, start) = current::enter(header);
+        PollGuard {
+            _ctx: ctx.enter(),
+            prev,
+            start,
+        }
+    }
+
+    /// The cleanups tied to the task since the last call, if any.
+    fn take_cleanups(&mut self) -> Option<Vec<Cleanup>> {
+        current::take_cleanups(self.start)
+    }
+}
+
+impl Drop for PollGuard<'_> {
+    fn drop(&mut self) {
+        // Cleanups tied after the task's last look (by a report handler, say) are not lost.
+        for cleanup in current::leave(self.prev, self.start).unwrap_or_default() {
+            schedule_cleanup(cleanup, None);
+        }
+    }
+}
