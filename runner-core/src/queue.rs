@@ -238,6 +238,7 @@ impl Inbox {
     }
 
     /// True once the loop is closed.
+    #[inline]
     pub(crate) fn is_closed(&self) -> bool {
         self.0.jobs_closed.load(Ordering::Acquire)
     }

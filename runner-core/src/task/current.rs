@@ -31,6 +31,7 @@ thread_local! {
 
 /// Make `header`'s task the one being polled; the previous one and where this task's cleanups
 /// start in the thread's list, for [`leave`].
+#[inline]
 pub(crate) fn enter(header: &Arc<Header>) -> (*const Header, usize) {
     CURRENT.with(|current| {
         (
@@ -41,6 +42,7 @@ pub(crate) fn enter(header: &Arc<Header>) -> (*const Header, usize) {
 }
 
 /// Undo [`enter`]: `prev` is current again. The cleanups tied since `start`, if any are left.
+#[inline]
 pub(crate) fn leave(prev: *const Header, start: usize) -> Option<Vec<Cleanup>> {
     let more = CURRENT.with(|current| {
         current.task.set(prev);
@@ -50,6 +52,7 @@ pub(crate) fn leave(prev: *const Header, start: usize) -> Option<Vec<Cleanup>> {
 }
 
 /// The cleanups tied since `start`, if any.
+#[inline]
 pub(crate) fn take_cleanups(start: usize) -> Option<Vec<Cleanup>> {
     let len = CURRENT.with(|current| current.cleanups.get());
     (len > start).then(|| split_cleanups(start))

@@ -245,8 +245,10 @@ impl<'a> PollGuard<'a> {
 impl Drop for PollGuard<'_> {
     fn drop(&mut self) {
         // Cleanups tied after the task's last look (by a report handler, say) are not lost.
-        for cleanup in current::leave(self.prev, self.start).unwrap_or_default() {
-            schedule_cleanup(cleanup, None);
+        if let Some(left) = current::leave(self.prev, self.start) {
+            for cleanup in left {
+                schedule_cleanup(cleanup, None);
+            }
         }
     }
 }

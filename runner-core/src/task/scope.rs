@@ -91,6 +91,7 @@ impl Scope {
         }
     }
 
+    #[inline]
     pub(crate) fn is_closed(&self) -> bool {
         self.inbox.is_closed()
     }
@@ -166,15 +167,18 @@ impl Drop for ScopeGuard {
 }
 
 /// The scope of the loop running on this thread, if any.
+#[inline]
 pub(crate) fn current() -> Option<Rc<Scope>> {
     CURRENT.with(|c| c.borrow().clone())
 }
 
+#[inline]
 fn with_current<R>(f: impl FnOnce(&Scope) -> R) -> Option<R> {
     CURRENT.with(|c| c.borrow().as_deref().map(f))
 }
 
 /// In debug mode, how long a poll may take before it is reported; `None` when debug is off.
+#[inline]
 pub(crate) fn slow_poll_threshold() -> Option<Duration> {
     SLOW_POLL.with(Cell::get)
 }
@@ -203,6 +207,7 @@ pub(crate) fn register_remote(header: &Arc<Header>) -> Slot {
 }
 
 /// A finished task leaves the registry.
+#[inline]
 pub(crate) fn deregister(index: usize) {
     with_current(|s| s.tasks.borrow_mut().remove(index));
 }
