@@ -368,7 +368,90 @@ fn workloads(scale: usize) -> Vec<Workload> {
         context_clone(1, n(1_000_000)),
         context_clone(8, n(1_000_000)),
         context_clone(64, n(1_000_000)),
+        context_set(10, n(100_000)),
+        context_set(1_000, n(100_000)),
+        context_set(10_000, n(100_000)),
+        Workload {
+            name: "ContextVar::get, 10,000 variables set, 64 of them in turn (no cache hits)",
+            size: n(1_000_000),
+            unit: "get",
+            runner: Box::new(|size| {
+                let mut ctx = context_with(10_000);
+                let vars: Vec<&'static ContextVar<u64>> = (0..64).map(|_| leaked_var()).collect();
+                ctx.run(|| {
+                    for var in &vars {
+                        var.set(1);
+                    }
+                    let t = Instant::now();
+                    for i in 0..size {
+                        black_box(vars[i % 64].get());
+                    }
+                    t.elapsed()
+                })
+            }),
+            raw: None,
+            tokio: None,
+        },
+        Workload {
+            name: "10,000 nested spawns, each setting its own variable",
+            size: n(10_000),
+            unit: "spawn",
+            runner: Box::new(|size| {
+                let vars: Vec<&'static ContextVar<u64>> = (0..size).map(|_| leaked_var()).collect();
+                in_runner(|| nested_spawns(vars))
+            }),
+            raw: None,
+            tokio: None,
+        },
     ]
+}
+
+/// A fresh variable; leaked, as a benchmark's lifetime is the process's.
+fn leaked_var() -> &'static ContextVar<u64> {
+    Box::leak(Box::new(ContextVar::new("extra")))
+}
+
+/// Each task sets its own variable, then spawns the next and waits for it: the context grows by
+/// one variable per level, and every level keeps its copy.
+async fn nested_spawns(vars: Vec<&'static ContextVar<u64>>) {
+    fn level(vars: std::rc::Rc<Vec<&'static ContextVar<u64>>>, i: usize) -> runner::Task<()> {
+        runner::spawn(async move {
+            vars[i].set(i as u64);
+            if i + 1 < vars.len() {
+                level(vars.clone(), i + 1)
+                    .await
+                    .expect("the next level finishes");
+            }
+        })
+    }
+    level(std::rc::Rc::new(vars), 0)
+        .await
+        .expect("the chain finishes");
+}
+
+/// `ContextVar::set` in a context with `vars` variables set.
+fn context_set(vars: usize, size: usize) -> Workload {
+    Workload {
+        name: match vars {
+            10 => "ContextVar::set, 10 variables set",
+            1_000 => "ContextVar::set, 1,000 variables set",
+            _ => "ContextVar::set, 10,000 variables set",
+        },
+        size,
+        unit: "set",
+        runner: Box::new(move |size| {
+            let mut ctx = context_with(vars);
+            ctx.run(|| {
+                let t = Instant::now();
+                for i in 0..size {
+                    VARS[i % 8].set(black_box(i as u64));
+                }
+                t.elapsed()
+            })
+        }),
+        raw: None,
+        tokio: None,
+    }
 }
 
 /// `Context::clone` with `vars` variables set: the copy every spawn makes. Flat in `vars`.

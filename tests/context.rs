@@ -312,3 +312,130 @@ fn handler_runs_in_task_context() {
         [("task panic was never retrieved".to_owned(), Some(7))]
     );
 }
+
+/// `get`'s per-thread cache never serves a stale value: after `set`, `reset`, a swap of contexts
+/// (`Context::run`, a task's poll) and with more variables than cache slots.
+#[test]
+fn get_sees_every_change_of_the_current_context() {
+    static A: ContextVar<u32> = ContextVar::new("a");
+    static VARS: [ContextVar<usize>; 20] = [const { ContextVar::new("v") }; 20];
+    let mut ctx = Context::new();
+    ctx.run(|| {
+        assert_eq!(A.get(), None);
+        let token = A.set(1);
+        assert_eq!(A.get(), Some(1));
+        A.set(2);
+        assert_eq!(A.get(), Some(2));
+        let mut other = Context::new();
+        other.run(|| {
+            assert_eq!(A.get(), None, "another context");
+            A.set(3);
+            assert_eq!(A.get(), Some(3));
+        });
+        assert_eq!(A.get(), Some(2), "back in the first context");
+        A.reset(token).unwrap();
+        assert_eq!(
+            A.get(),
+            None,
+            "reset goes back to before the set that made the token"
+        );
+        for (i, var) in VARS.iter().enumerate() {
+            var.set(i);
+        }
+        for _ in 0..3 {
+            for (i, var) in VARS.iter().enumerate() {
+                assert_eq!(var.get(), Some(i), "20 variables share 8 cache slots");
+            }
+        }
+    });
+    runner::run(async {
+        A.set(10);
+        let child = runner::spawn(async {
+            assert_eq!(A.get(), Some(10));
+            A.set(11);
+            runner::yield_now().await;
+            A.get()
+        });
+        assert_eq!(A.get(), Some(10));
+        runner::yield_now().await;
+        assert_eq!(
+            A.get(),
+            Some(10),
+            "the child's set is not seen after its poll"
+        );
+        assert_eq!(child.await.unwrap(), Some(11));
+    })
+    .unwrap();
+}
+
+/// A `Clone` impl that sets a context variable while `get` clones a cached value is refused
+/// with a message, as a nested borrow was before the cache: the value being cloned cannot be
+/// dropped under it.
+#[test]
+fn clone_that_sets_a_variable_during_get_is_refused() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static SNEAK: AtomicBool = AtomicBool::new(false);
+    struct Sneaky;
+    impl Clone for Sneaky {
+        fn clone(&self) -> Self {
+            if SNEAK.load(Ordering::SeqCst) {
+                OTHER.set(1);
+            }
+            Sneaky
+        }
+    }
+    static SNEAKY: ContextVar<Sneaky> = ContextVar::new("sneaky");
+    static OTHER: ContextVar<u8> = ContextVar::new("other");
+    let mut ctx = Context::new();
+    let caught = ctx.run(|| {
+        SNEAKY.set(Sneaky);
+        assert!(
+            SNEAKY.get().is_some(),
+            "an honest clone; the lookup is now cached"
+        );
+        SNEAK.store(true, Ordering::SeqCst);
+        let cached = std::panic::catch_unwind(|| SNEAKY.get().map(|_| ()));
+        // The refused set changed nothing: the next lookup is cached again and refused again.
+        let again = std::panic::catch_unwind(|| SNEAKY.get().map(|_| ()));
+        SNEAK.store(false, Ordering::SeqCst);
+        let honest = SNEAKY.get().is_some();
+        (
+            cached.map_err(|p| common::panic_text(&*p)),
+            again.is_err(),
+            honest,
+            OTHER.get(),
+        )
+    });
+    let message = caught.0.expect_err("the cached get refuses the set");
+    assert!(
+        message.contains("while ContextVar::get cloned a value"),
+        "{message}"
+    );
+    assert!(caught.1 && caught.2);
+    assert_eq!(caught.3, None, "the refused set did not happen");
+}
+
+/// Large contexts: 10,000 variables set, copied, changed in the copy; every value is right.
+#[test]
+fn large_contexts_keep_every_value() {
+    let vars: Vec<&'static ContextVar<usize>> = (0..10_000)
+        .map(|_| &*Box::leak(Box::new(ContextVar::new("many"))))
+        .collect();
+    let mut ctx = Context::new();
+    ctx.run(|| {
+        for (i, var) in vars.iter().enumerate() {
+            var.set(i);
+        }
+    });
+    let mut copy = ctx.clone();
+    copy.run(|| {
+        for var in vars.iter().step_by(3) {
+            var.set(0);
+        }
+    });
+    assert_eq!((ctx.len(), copy.len()), (10_000, 10_000));
+    for (i, var) in vars.iter().enumerate() {
+        assert_eq!(ctx.get(var), Some(i));
+        assert_eq!(copy.get(var), Some(if i % 3 == 0 { 0 } else { i }));
+    }
+}

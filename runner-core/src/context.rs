@@ -23,11 +23,11 @@
 //! .unwrap();
 //! ```
 //!
-//! A context is an immutable slice of entries behind an `Arc`, replaced on `set`: copying it (for every spawned task) is
-//! one reference-count increment whatever the number of variables, and a lookup scans a few
-//! entries, which beats hashing for the handful of variables a program sets.
+//! A context is a persistent map (see `context_map`): copying it, for every spawned task, is one
+//! reference-count increment whatever the number of variables; a small context is a slice
+//! scanned linearly, a large one a hash array mapped trie, so set and get stay cheap at any
+//! scale.
 
-use std::any::Any;
 use std::cell::RefCell;
 use std::fmt;
 use std::marker::PhantomData;
@@ -35,14 +35,39 @@ use std::mem;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::context_cache;
+use crate::context_map::{ContextMap, Value};
 use crate::error::ContextError;
-
-type Value = Arc<dyn Any + Send + Sync>;
 
 thread_local! {
     /// The context of whatever runs on this thread now: a task's while it is polled,
     /// else the thread's own.
-    static CURRENT: RefCell<Context> = const { RefCell::new(Context::new()) };
+    static CURRENT: Current = const { Current(RefCell::new(Context::new())) };
+}
+
+/// The thread's current context. Every change to it goes through [`Current::change`], so that
+/// `ContextVar::get`'s cache (see `context_cache`) never outlives what it points into.
+struct Current(RefCell<Context>);
+
+impl Current {
+    fn borrow(&self) -> std::cell::Ref<'_, Context> {
+        self.0.borrow()
+    }
+
+    /// Change the current context: `set`/`reset` (`swap` false) or a swap of contexts.
+    fn change<R>(&self, swap: bool, f: impl FnOnce(&mut Context) -> R) -> R {
+        match swap {
+            true => context_cache::invalidate(),
+            false => context_cache::before_change(),
+        }
+        f(&mut self.0.borrow_mut())
+    }
+}
+
+impl Drop for Current {
+    fn drop(&mut self) {
+        context_cache::invalidate();
+    }
 }
 
 /// Identities for variables and contexts; 0 means "not assigned yet".
@@ -122,12 +147,30 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
         T: Clone,
     {
         let id = self.id();
-        let found = CURRENT.with(|c| {
-            c.borrow()
-                .lookup(id)
-                .and_then(|v| v.downcast_ref::<T>().cloned())
-        });
-        found.or_else(|| self.default.map(|make| make()))
+        let found = match context_cache::get::<T>(id) {
+            Some(found) => found,
+            None => Self::lookup_and_cache(id),
+        };
+        match found {
+            Some(value) => Some(value),
+            None => self.default.map(|make| make()),
+        }
+    }
+
+    /// `get` when its cache has nothing for this variable: look it up and remember where it is.
+    #[cold]
+    #[inline(never)]
+    fn lookup_and_cache(id: u64) -> Option<T>
+    where
+        T: Clone,
+    {
+        CURRENT.with(|c| {
+            let ctx = c.borrow();
+            let value = ctx.lookup(id).and_then(|v| v.downcast_ref::<T>());
+            let at = value.map_or(std::ptr::null(), |v| (v as *const T).cast());
+            context_cache::fill(id, at);
+            value.cloned()
+        })
     }
 
     /// Call `f` with a reference to the current value (or the default), for types that are not
@@ -157,14 +200,15 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     pub fn set(&self, value: T) -> Token<T> {
         let var = self.id();
         CURRENT.with(|c| {
-            let mut ctx = c.borrow_mut();
-            let old = ctx.insert(var, Arc::new(value));
-            Token {
-                var,
-                context: ctx.identity(),
-                old,
-                _value: PhantomData,
-            }
+            c.change(false, |ctx| {
+                let old = ctx.insert(var, Arc::new(value));
+                Token {
+                    var,
+                    context: ctx.identity(),
+                    old,
+                    _value: PhantomData,
+                }
+            })
         })
     }
 
@@ -177,16 +221,15 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
             return Err(ContextError);
         }
         CURRENT.with(|c| {
-            let mut ctx = c.borrow_mut();
-            if ctx.id != token.context {
+            if c.borrow().id != token.context {
                 return Err(ContextError);
             }
-            match token.old {
+            c.change(false, |ctx| match token.old {
                 Some(old) => {
                     ctx.insert(token.var, old);
                 }
                 None => ctx.remove(token.var),
-            }
+            });
             Ok(())
         })
     }
@@ -228,8 +271,7 @@ impl<T> fmt::Debug for Token<T> {
 /// assert_eq!(LEVEL.get(), None);           // the thread's own context is untouched
 /// ```
 pub struct Context {
-    /// Entries inline in one allocation: a lookup is one pointer away from the context.
-    vars: Option<Arc<[(u64, Value)]>>,
+    vars: ContextMap,
     /// Identity for tokens; assigned when a token is first made here, fresh for every copy.
     id: u64,
 }
@@ -237,7 +279,10 @@ pub struct Context {
 impl Context {
     /// An empty context.
     pub const fn new() -> Context {
-        Context { vars: None, id: 0 }
+        Context {
+            vars: ContextMap::new(),
+            id: 0,
+        }
     }
 
     /// A copy of the current context: the running task's, else the thread's.
@@ -254,7 +299,7 @@ impl Context {
 
     /// Make `self` current until the guard drops (then swap it back, holding its changes).
     pub(crate) fn enter(&mut self) -> ContextGuard<'_> {
-        CURRENT.with(|c| mem::swap(&mut *c.borrow_mut(), self));
+        CURRENT.with(|c| c.change(true, |current| mem::swap(current, self)));
         ContextGuard { ctx: self }
     }
 
@@ -271,7 +316,7 @@ impl Context {
 
     /// The number of variables set in this context.
     pub fn len(&self) -> usize {
-        self.vars.as_ref().map_or(0, |v| v.len())
+        self.vars.len()
     }
 
     /// True if no variable is set in this context.
@@ -281,11 +326,7 @@ impl Context {
 
     #[inline]
     fn lookup(&self, var: u64) -> Option<&Value> {
-        self.vars
-            .as_ref()?
-            .iter()
-            .find(|(id, _)| *id == var)
-            .map(|(_, v)| v)
+        self.vars.get(var)
     }
 
     fn identity(&mut self) -> u64 {
@@ -295,30 +336,13 @@ impl Context {
         self.id
     }
 
-    /// Set `var`, returning its previous value. Builds a new entry slice: contexts are read far
-    /// more often than written, and copies made by `clone` must not see the change.
+    /// Set `var`, returning its previous value. Copies made by `clone` do not see the change.
     fn insert(&mut self, var: u64, value: Value) -> Option<Value> {
-        let old = self.lookup(var).cloned();
-        let others = self
-            .vars
-            .iter()
-            .flat_map(|v| v.iter())
-            .filter(|(id, _)| *id != var);
-        let vars: Arc<[(u64, Value)]> = others.cloned().chain([(var, value)]).collect();
-        self.vars = Some(vars);
-        old
+        self.vars.insert(var, value)
     }
 
     fn remove(&mut self, var: u64) {
-        if self.lookup(var).is_some() {
-            let vars = self
-                .vars
-                .iter()
-                .flat_map(|v| v.iter())
-                .filter(|(id, _)| *id != var);
-            let vars: Arc<[(u64, Value)]> = vars.cloned().collect();
-            self.vars = if vars.is_empty() { None } else { Some(vars) };
-        }
+        self.vars.remove(var);
     }
 }
 
@@ -355,6 +379,6 @@ pub(crate) struct ContextGuard<'a> {
 
 impl Drop for ContextGuard<'_> {
     fn drop(&mut self) {
-        CURRENT.with(|c| mem::swap(&mut *c.borrow_mut(), self.ctx));
+        CURRENT.with(|c| c.change(true, |current| mem::swap(current, self.ctx)));
     }
 }

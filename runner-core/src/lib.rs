@@ -29,8 +29,8 @@
 //!
 //! Each module imports only from the modules listed before it (`.ci/layers` checks this):
 //!
-//! 1. `lock`, `process`, `error`, `report`, `context`, `debug`, `time`, `attributes`: the
-//!    leaves.
+//! 1. `lock`, `process`, `error`, `report`, `context_map`, `context_cache`, `context`, `debug`, `time`,
+//!    `attributes`: the leaves.
 //! 2. `queue`, `executor`, `blocking`: running tasks and blocking jobs.
 //! 3. `task`: tasks, the per-loop scope they use, and async cleanup scheduling.
 //! 4. `defer`, `asyncgen`, `finalize`, `callback`, `signal`: built on tasks.
@@ -39,7 +39,8 @@
 
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 // The exceptions, each with its SAFETY comment: process.rs restores SIGINT's default action;
-// task/current.rs makes a counted handle to the task being polled.
+// task/current.rs makes a counted handle to the task being polled; context_cache.rs reads a
+// cached context variable's value.
 #![deny(unsafe_code)]
 
 mod asyncgen;
@@ -47,6 +48,8 @@ mod attributes;
 mod blocking;
 mod callback;
 mod context;
+mod context_cache;
+mod context_map;
 mod debug;
 mod defer;
 mod error;

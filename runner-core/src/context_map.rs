@@ -1,0 +1,340 @@
+//! The persistent map behind a [`Context`](crate::Context): variable id -> value.
+//!
+//! Copying a context must be O(1) whatever it holds (every spawn copies one), and setting a
+//! variable must leave the copies alone. A context with a handful of variables (the common case)
+//! is one shared slice, copied on write and scanned linearly: one pointer away, no hashing, faster
+//! than any tree at that size. Past `SMALL` variables it becomes a hash array mapped trie, as
+//! CPython's `contextvars` uses: 32-way branches indexed by 5 bits of the key's hash, shared
+//! between copies, so that set, get and remove touch O(log n) nodes and copy only the path they
+//! change. n nested copies that each add a variable take O(n log n) memory, not O(n²).
+//!
+//! Keys are variable ids, unique in the process. The hash multiplies by an odd constant, a
+//! bijection on `u64`: two keys never share a hash, so they part at some level and the trie needs
+//! no collision nodes (13 levels of 5 bits cover all 64 bits).
+
+use std::any::Any;
+use std::sync::Arc;
+
+/// A variable's value.
+pub(crate) type Value = Arc<dyn Any + Send + Sync>;
+
+/// Up to this many variables, a context is a flat slice.
+const SMALL: usize = 8;
+
+/// Bits of the hash used per trie level.
+const BITS: u32 = 5;
+
+/// See the module documentation.
+#[derive(Clone, Default)]
+pub(crate) struct ContextMap {
+    root: Root,
+    len: usize,
+}
+
+#[derive(Clone, Default)]
+enum Root {
+    #[default]
+    Empty,
+    Small(Arc<[(u64, Value)]>),
+    Trie(Arc<Branch>),
+}
+
+#[derive(Clone)]
+struct Branch {
+    /// Bit `i` is set when the branch has a child for index `i`.
+    bitmap: u32,
+    /// The children, in index order.
+    children: Box<[Child]>,
+}
+
+#[derive(Clone)]
+enum Child {
+    Leaf(u64, Value),
+    Branch(Arc<Branch>),
+}
+
+fn hash(key: u64) -> u64 {
+    key.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// The bit, in a branch's bitmap, of the child for `hash` at the level that starts at `shift`.
+fn bit_of(hash: u64, shift: u32) -> u32 {
+    1 << ((hash >> shift) & 31)
+}
+
+/// Where the child for `bit` sits in `children`.
+fn position(bitmap: u32, bit: u32) -> usize {
+    (bitmap & (bit - 1)).count_ones() as usize
+}
+
+impl ContextMap {
+    /// An empty map.
+    pub(crate) const fn new() -> ContextMap {
+        ContextMap {
+            root: Root::Empty,
+            len: 0,
+        }
+    }
+
+    /// The number of variables set.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The value of `key`, if set.
+    #[inline]
+    pub(crate) fn get(&self, key: u64) -> Option<&Value> {
+        match &self.root {
+            Root::Empty => None,
+            Root::Small(entries) => entries.iter().find(|(k, _)| *k == key).map(|(_, v)| v),
+            Root::Trie(branch) => branch.get(hash(key), key),
+        }
+    }
+
+    /// Set `key` to `value`; the previous value.
+    pub(crate) fn insert(&mut self, key: u64, value: Value) -> Option<Value> {
+        let old = self.get(key).cloned();
+        self.root = match &self.root {
+            Root::Empty => Root::Small(Arc::new([(key, value)])),
+            Root::Small(entries) if old.is_some() || entries.len() < SMALL => {
+                let others = entries.iter().filter(|(k, _)| *k != key).cloned();
+                Root::Small(others.chain([(key, value)]).collect())
+            }
+            Root::Small(entries) => {
+                let mut branch = Branch::empty();
+                for (k, v) in entries.iter().cloned().chain([(key, value)]) {
+                    branch = branch.insert(hash(k), k, v, 0);
+                }
+                Root::Trie(Arc::new(branch))
+            }
+            Root::Trie(branch) => Root::Trie(Arc::new(branch.insert(hash(key), key, value, 0))),
+        };
+        if old.is_none() {
+            self.len += 1;
+        }
+        old
+    }
+
+    /// Unset `key`.
+    pub(crate) fn remove(&mut self, key: u64) {
+        if self.get(key).is_none() {
+            return;
+        }
+        self.len -= 1;
+        self.root = match &self.root {
+            Root::Empty => Root::Empty,
+            Root::Small(_) if self.len == 0 => Root::Empty,
+            Root::Small(entries) => {
+                Root::Small(entries.iter().filter(|(k, _)| *k != key).cloned().collect())
+            }
+            Root::Trie(branch) => match branch.remove(hash(key), key, 0) {
+                Removed::Gone | Removed::NotFound => Root::Empty,
+                Removed::Leaf(k, v) => Root::Small(Arc::new([(k, v)])),
+                Removed::Branch(b) => Root::Trie(Arc::new(b)),
+            },
+        };
+    }
+}
+
+/// What removing a key left of a branch.
+enum Removed {
+    NotFound,
+    /// Nothing.
+    Gone,
+    /// A single leaf: the parent keeps it in place of the branch.
+    Leaf(u64, Value),
+    Branch(Branch),
+}
+
+impl Branch {
+    fn empty() -> Branch {
+        Branch {
+            bitmap: 0,
+            children: Box::new([]),
+        }
+    }
+
+    fn get(&self, hash: u64, key: u64) -> Option<&Value> {
+        let mut branch = self;
+        let mut shift = 0;
+        loop {
+            let bit = bit_of(hash, shift);
+            if branch.bitmap & bit == 0 {
+                return None;
+            }
+            match &branch.children[position(branch.bitmap, bit)] {
+                Child::Leaf(k, v) => return (*k == key).then_some(v),
+                Child::Branch(next) => {
+                    branch = next;
+                    shift += BITS;
+                }
+            }
+        }
+    }
+
+    /// A copy of this branch with `key` set; only the path to it is copied.
+    fn insert(&self, hash: u64, key: u64, value: Value, shift: u32) -> Branch {
+        let bit = bit_of(hash, shift);
+        let pos = position(self.bitmap, bit);
+        let mut children = self.children.to_vec();
+        if self.bitmap & bit == 0 {
+            children.insert(pos, Child::Leaf(key, value));
+            return Branch {
+                bitmap: self.bitmap | bit,
+                children: children.into(),
+            };
+        }
+        children[pos] = match &self.children[pos] {
+            Child::Leaf(k, _) if *k == key => Child::Leaf(key, value),
+            Child::Leaf(k, v) => {
+                let pair = Branch::empty()
+                    .insert(self::hash(*k), *k, v.clone(), shift + BITS)
+                    .insert(hash, key, value, shift + BITS);
+                Child::Branch(Arc::new(pair))
+            }
+            Child::Branch(next) => {
+                Child::Branch(Arc::new(next.insert(hash, key, value, shift + BITS)))
+            }
+        };
+        Branch {
+            bitmap: self.bitmap,
+            children: children.into(),
+        }
+    }
+
+    /// A copy of this branch without `key`, collapsed where a single leaf is left.
+    fn remove(&self, hash: u64, key: u64, shift: u32) -> Removed {
+        let bit = bit_of(hash, shift);
+        if self.bitmap & bit == 0 {
+            return Removed::NotFound;
+        }
+        let pos = position(self.bitmap, bit);
+        let replacement = match &self.children[pos] {
+            Child::Leaf(k, _) if *k == key => None,
+            Child::Leaf(..) => return Removed::NotFound,
+            Child::Branch(next) => match next.remove(hash, key, shift + BITS) {
+                Removed::NotFound => return Removed::NotFound,
+                Removed::Gone => None,
+                Removed::Leaf(k, v) => Some(Child::Leaf(k, v)),
+                Removed::Branch(b) => Some(Child::Branch(Arc::new(b))),
+            },
+        };
+        let mut children = self.children.to_vec();
+        let bitmap = match replacement {
+            Some(child) => {
+                children[pos] = child;
+                self.bitmap
+            }
+            None => {
+                children.remove(pos);
+                self.bitmap & !bit
+            }
+        };
+        match children.as_slice() {
+            [] => Removed::Gone,
+            [Child::Leaf(k, v)] => Removed::Leaf(*k, v.clone()),
+            _ => Removed::Branch(Branch {
+                bitmap,
+                children: children.into(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn value(n: u64) -> Value {
+        Arc::new(n)
+    }
+
+    fn read(map: &ContextMap, key: u64) -> Option<u64> {
+        map.get(key).and_then(|v| v.downcast_ref::<u64>().copied())
+    }
+
+    /// Against a `HashMap`, through sets, overwrites and removes, across the small/trie switch.
+    #[test]
+    fn behaves_like_a_map() {
+        let mut map = ContextMap::default();
+        let mut model = HashMap::new();
+        let mut seed = 7_u64;
+        for step in 0..20_000_u64 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let key = (seed >> 33) % 3_000;
+            if seed % 5 == 0 {
+                map.remove(key);
+                model.remove(&key);
+            } else {
+                let old = map.insert(key, value(step));
+                let expected = model.insert(key, step);
+                assert_eq!(old.and_then(|v| v.downcast_ref::<u64>().copied()), expected);
+            }
+            assert_eq!(map.len(), model.len());
+        }
+        for key in 0..3_000 {
+            assert_eq!(read(&map, key), model.get(&key).copied(), "key {key}");
+        }
+        for key in model.keys().copied().collect::<Vec<_>>() {
+            map.remove(key);
+        }
+        assert_eq!(map.len(), 0);
+        assert!(matches!(map.root, Root::Empty));
+    }
+
+    /// A copy does not see later changes, and the original does not see the copy's.
+    #[test]
+    fn copies_are_independent() {
+        let mut a = ContextMap::default();
+        for k in 0..100 {
+            a.insert(k, value(k));
+        }
+        let mut b = a.clone();
+        b.insert(5, value(500));
+        b.insert(1_000, value(1_000));
+        b.remove(7);
+        assert_eq!(
+            (read(&a, 5), read(&a, 1_000), read(&a, 7)),
+            (Some(5), None, Some(7))
+        );
+        assert_eq!(
+            (read(&b, 5), read(&b, 1_000), read(&b, 7)),
+            (Some(500), Some(1_000), None)
+        );
+        assert_eq!((a.len(), b.len()), (100, 100));
+    }
+
+    /// Keys that agree on their first levels' bits still part further down.
+    #[test]
+    fn keys_sharing_low_hash_bits_are_kept_apart() {
+        let mut map = ContextMap::default();
+        // Multiplying by the inverse of the odd constant makes keys whose hashes differ only in
+        // high bits.
+        let inverse = {
+            let c: u64 = 0x9E37_79B9_7F4A_7C15;
+            let mut x = c;
+            for _ in 0..6 {
+                x = x.wrapping_mul(2u64.wrapping_sub(c.wrapping_mul(x)));
+            }
+            x
+        };
+        let keys: Vec<u64> = (0..40_u64)
+            .map(|i| (i << 58).wrapping_mul(inverse))
+            .collect();
+        for (i, &k) in keys.iter().enumerate() {
+            assert_eq!(hash(k), (i as u64) << 58);
+            map.insert(k, value(i as u64));
+        }
+        for (i, &k) in keys.iter().enumerate() {
+            assert_eq!(read(&map, k), Some(i as u64));
+        }
+        for &k in &keys[..39] {
+            map.remove(k);
+        }
+        assert_eq!(read(&map, keys[39]), Some(39));
+        assert_eq!(map.len(), 1);
+    }
+}
