@@ -427,3 +427,31 @@ fn wake_from_another_thread_reaches_waiting_loop() {
     .unwrap();
     assert_eq!(got, 42);
 }
+
+/// The main future is polled when it is woken, not whenever a task wakes the loop: a busy task
+/// yielding 10,000 times makes the executor hand back to `block_on` dozens of times, and a main
+/// future that waits for it is polled twice (first, and when the task ends). A main future that
+/// is an accept loop would otherwise retry `accept`, a system call, on every wake-up.
+#[test]
+fn main_future_is_polled_only_when_woken() {
+    let lp = EventLoop::new();
+    let busy = lp.spawn(async {
+        for _ in 0..10_000 {
+            runner::yield_now().await;
+        }
+    });
+    let polls = Rc::new(std::cell::Cell::new(0));
+    let p = polls.clone();
+    let mut busy = Box::pin(busy);
+    lp.run_until_complete(std::future::poll_fn(move |cx| {
+        p.set(p.get() + 1);
+        std::future::Future::poll(busy.as_mut(), cx)
+    }))
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        polls.get(),
+        2,
+        "polled once at the start and once when woken"
+    );
+}

@@ -22,6 +22,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context as Cx, Poll, Waker};
 use std::time::Duration;
@@ -43,6 +44,31 @@ pub(crate) struct Executor {
     remote: Arc<Remote>,
     /// The local queue while the executor is not running (tasks carry over between runs).
     parked: RefCell<VecDeque<Runnable>>,
+}
+
+thread_local! {
+    /// The waker runs' main futures are polled with (see [`MainWaker`]), kept for the next runs
+    /// on this thread: `block_on` keeps its own waker per thread too, so this is made once.
+    static MAIN_WAKER: RefCell<Option<(Arc<MainWaker>, Waker)>> = const { RefCell::new(None) };
+}
+
+/// The main future's waker: marks it woken, then wakes `block_on`. `Run` polls the main future
+/// only when it was woken, not whenever a task wakes `block_on`: a main future that is an accept
+/// loop would otherwise retry `accept` (a system call) on every wake-up of every connection.
+struct MainWaker {
+    woken: AtomicBool,
+    block_on: Waker,
+}
+
+impl std::task::Wake for MainWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.block_on.wake_by_ref();
+    }
 }
 
 /// What [`Executor::close`] did.
@@ -82,8 +108,32 @@ impl Executor {
     pub(crate) fn run<F: Future>(&self, main: F) -> Run<'_, F> {
         Run {
             active: ActiveGuard::enter(self),
+            main_waker: None,
             main,
         }
+    }
+
+    /// The waker for a run's main future under `block_on`'s waker `cx`, marked woken so that
+    /// the run's first poll polls it.
+    fn main_waker(cx: &Waker) -> (Arc<MainWaker>, Waker) {
+        MAIN_WAKER.with(|cached| {
+            let mut cached = cached.borrow_mut();
+            match &*cached {
+                Some((main, waker)) if main.block_on.will_wake(cx) => {
+                    main.woken.store(true, Ordering::Release);
+                    (main.clone(), waker.clone())
+                }
+                _ => {
+                    let main = Arc::new(MainWaker {
+                        woken: AtomicBool::new(true),
+                        block_on: cx.clone(),
+                    });
+                    let waker = Waker::from(main.clone());
+                    *cached = Some((main.clone(), waker.clone()));
+                    (main, waker)
+                }
+            }
+        })
     }
 
     /// Run up to `BUDGET` tasks; true if more are waiting.
@@ -192,6 +242,9 @@ pin_project_lite::pin_project! {
     /// See [`Executor::run`].
     pub(crate) struct Run<'a, F> {
         active: ActiveGuard<'a>,
+        // The main future's waker, the same for the whole run: the main task keeps the first
+        // waker it is polled with, and Ctrl-C's cancellation wakes that one.
+        main_waker: Option<(Arc<MainWaker>, Waker)>,
         #[pin]
         main: F,
     }
@@ -202,11 +255,16 @@ impl<F: Future> Future for Run<'_, F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Cx<'_>) -> Poll<F::Output> {
         let this = self.project();
+        let (main, waker) = this
+            .main_waker
+            .get_or_insert_with(|| Executor::main_waker(cx.waker()));
         LOCAL.with(|local| {
             // Wake-ups while this poll runs are picked up by it: no need to wake block_on.
             local.idle.set(false);
-            if let Poll::Ready(output) = this.main.poll(cx) {
-                return Poll::Ready(output);
+            if main.woken.swap(false, Ordering::AcqRel) {
+                if let Poll::Ready(output) = this.main.poll(&mut Cx::from_waker(waker)) {
+                    return Poll::Ready(output);
+                }
             }
             if this.active.executor.tick(local, cx) {
                 // Out of budget: let block_on process I/O and timers, then come back.
