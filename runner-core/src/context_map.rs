@@ -24,19 +24,40 @@ const SMALL: usize = 8;
 /// Bits of the hash used per trie level.
 const BITS: u32 = 5;
 
-/// See the module documentation.
+/// See the module documentation. One thin pointer, so that copying and swapping a context
+/// costs what it did when a context was a single slice.
 #[derive(Clone, Default)]
-pub(crate) struct ContextMap {
-    root: Root,
-    len: usize,
+pub(crate) struct ContextMap(Option<Arc<Node>>);
+
+enum Node {
+    Small(Small),
+    Trie { len: usize, root: Branch },
 }
 
-#[derive(Clone, Default)]
-enum Root {
-    #[default]
-    Empty,
-    Small(Arc<[(u64, Value)]>),
-    Trie(Arc<Branch>),
+/// Up to `SMALL` entries, inline in the node (one pointer away from the context), scanned
+/// linearly; `entries[..len]` are all `Some`.
+#[derive(Clone)]
+struct Small {
+    len: usize,
+    entries: [Option<(u64, Value)>; SMALL],
+}
+
+impl Small {
+    fn new() -> Small {
+        Small {
+            len: 0,
+            entries: std::array::from_fn(|_| None),
+        }
+    }
+
+    fn push(&mut self, key: u64, value: Value) {
+        self.entries[self.len] = Some((key, value));
+        self.len += 1;
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(u64, Value)> {
+        self.entries[..self.len].iter().flatten()
+    }
 }
 
 #[derive(Clone)]
@@ -70,48 +91,60 @@ fn position(bitmap: u32, bit: u32) -> usize {
 impl ContextMap {
     /// An empty map.
     pub(crate) const fn new() -> ContextMap {
-        ContextMap {
-            root: Root::Empty,
-            len: 0,
-        }
+        ContextMap(None)
     }
 
     /// The number of variables set.
     pub(crate) fn len(&self) -> usize {
-        self.len
+        match self.0.as_deref() {
+            None => 0,
+            Some(Node::Small(small)) => small.len,
+            Some(Node::Trie { len, .. }) => *len,
+        }
     }
 
     /// The value of `key`, if set.
     #[inline]
     pub(crate) fn get(&self, key: u64) -> Option<&Value> {
-        match &self.root {
-            Root::Empty => None,
-            Root::Small(entries) => entries.iter().find(|(k, _)| *k == key).map(|(_, v)| v),
-            Root::Trie(branch) => branch.get(hash(key), key),
+        match self.0.as_deref()? {
+            Node::Small(small) => small.iter().find(|(k, _)| *k == key).map(|(_, v)| v),
+            Node::Trie { root, .. } => root.get(hash(key), key),
         }
     }
 
     /// Set `key` to `value`; the previous value.
     pub(crate) fn insert(&mut self, key: u64, value: Value) -> Option<Value> {
         let old = self.get(key).cloned();
-        self.root = match &self.root {
-            Root::Empty => Root::Small(Arc::new([(key, value)])),
-            Root::Small(entries) if old.is_some() || entries.len() < SMALL => {
-                let others = entries.iter().filter(|(k, _)| *k != key).cloned();
-                Root::Small(others.chain([(key, value)]).collect())
+        let node = match self.0.as_deref() {
+            None => {
+                let mut small = Small::new();
+                small.push(key, value);
+                Node::Small(small)
             }
-            Root::Small(entries) => {
-                let mut branch = Branch::empty();
-                for (k, v) in entries.iter().cloned().chain([(key, value)]) {
-                    branch = branch.insert(hash(k), k, v, 0);
+            Some(Node::Small(small)) if old.is_some() || small.len < SMALL => {
+                let mut copy = Small::new();
+                for (k, v) in small.iter().filter(|(k, _)| *k != key) {
+                    copy.push(*k, v.clone());
                 }
-                Root::Trie(Arc::new(branch))
+                copy.push(key, value);
+                Node::Small(copy)
             }
-            Root::Trie(branch) => Root::Trie(Arc::new(branch.insert(hash(key), key, value, 0))),
+            Some(Node::Small(small)) => {
+                let mut root = Branch::empty();
+                for (k, v) in small.iter().cloned().chain([(key, value)]) {
+                    root = root.insert(hash(k), k, v, 0);
+                }
+                Node::Trie {
+                    len: small.len + 1,
+                    root,
+                }
+            }
+            Some(Node::Trie { len, root }) => Node::Trie {
+                len: len + usize::from(old.is_none()),
+                root: root.insert(hash(key), key, value, 0),
+            },
         };
-        if old.is_none() {
-            self.len += 1;
-        }
+        self.0 = Some(Arc::new(node));
         old
     }
 
@@ -120,19 +153,26 @@ impl ContextMap {
         if self.get(key).is_none() {
             return;
         }
-        self.len -= 1;
-        self.root = match &self.root {
-            Root::Empty => Root::Empty,
-            Root::Small(_) if self.len == 0 => Root::Empty,
-            Root::Small(entries) => {
-                Root::Small(entries.iter().filter(|(k, _)| *k != key).cloned().collect())
+        let node = match self.0.as_deref() {
+            None => None,
+            Some(Node::Small(small)) => {
+                let mut copy = Small::new();
+                for (k, v) in small.iter().filter(|(k, _)| *k != key) {
+                    copy.push(*k, v.clone());
+                }
+                (copy.len > 0).then_some(Node::Small(copy))
             }
-            Root::Trie(branch) => match branch.remove(hash(key), key, 0) {
-                Removed::Gone | Removed::NotFound => Root::Empty,
-                Removed::Leaf(k, v) => Root::Small(Arc::new([(k, v)])),
-                Removed::Branch(b) => Root::Trie(Arc::new(b)),
+            Some(Node::Trie { len, root }) => match root.remove(hash(key), key, 0) {
+                Removed::Gone | Removed::NotFound => None,
+                Removed::Leaf(k, v) => {
+                    let mut small = Small::new();
+                    small.push(k, v);
+                    Some(Node::Small(small))
+                }
+                Removed::Branch(root) => Some(Node::Trie { len: len - 1, root }),
             },
         };
+        self.0 = node.map(Arc::new);
     }
 }
 
@@ -282,7 +322,7 @@ mod tests {
             map.remove(key);
         }
         assert_eq!(map.len(), 0);
-        assert!(matches!(map.root, Root::Empty));
+        assert!(map.0.is_none());
     }
 
     /// A copy does not see later changes, and the original does not see the copy's.
