@@ -116,6 +116,24 @@ mod child {
         }
     }
 
+    /// A run whose main task, once `setup` ran in it, leaves a deferred cleanup that never
+    /// finishes: the first Ctrl-C starts it, the second makes `run` return; then close.
+    fn run_with_hung_cleanup(setup: impl FnOnce()) {
+        let runner = Runner::new();
+        let result = runner.run(async {
+            setup();
+            let _cleanup = runner::defer(async {
+                say("cleanup started");
+                std::future::pending::<()>().await;
+            });
+            say("ready");
+            runner::sleep(LONG).await;
+        });
+        say(format!("run returned {result:?}"));
+        runner.close();
+        say("closed");
+    }
+
     /// A main future whose `into_future` is slow: Ctrl-C can arrive before the main task exists.
     struct SlowStart;
 
@@ -142,28 +160,16 @@ mod child {
             "macro_stuck_thread_second_ctrl_c" => macro_stuck_thread_second_ctrl_c::main(),
             // Issue 11, item 1: the second Ctrl-C with a channel pair on the loop and a cleanup
             // that never finishes: run returns and close tears the pair down without deadlock.
-            "second_ctrl_c_channel_pair" => {
-                let runner = Runner::new();
-                let result = runner.run(async {
-                    let (tx, rx) = async_channel::bounded::<u32>(1);
-                    drop(runner::spawn(async move {
-                        let _tx = tx;
-                        std::future::pending::<()>().await;
-                    }));
-                    drop(runner::spawn(async move {
-                        let _ = rx.recv().await;
-                    }));
-                    let _cleanup = runner::defer(async {
-                        say("cleanup started");
-                        std::future::pending::<()>().await;
-                    });
-                    say("ready");
-                    runner::sleep(LONG).await;
-                });
-                say(format!("run returned {result:?}"));
-                runner.close();
-                say("closed");
-            }
+            "second_ctrl_c_channel_pair" => run_with_hung_cleanup(|| {
+                let (tx, rx) = async_channel::bounded::<u32>(1);
+                drop(runner::spawn(async move {
+                    let _tx = tx;
+                    std::future::pending::<()>().await;
+                }));
+                drop(runner::spawn(async move {
+                    let _ = rx.recv().await;
+                }));
+            }),
             // Issue 11, item 8: one Ctrl-C before the main task exists is a first Ctrl-C: main
             // is cancelled, and close still waits for a leftover task's cleanup.
             "ctrl_c_before_main_exists" => {
@@ -216,20 +222,7 @@ mod child {
                 say("never: run cannot return from a loop that never yields");
             }
             // R6.3: a deferred cleanup that never finishes; the second Ctrl-C makes run return.
-            "cleanup_hangs" => {
-                let runner = Runner::new();
-                let result = runner.run(async {
-                    let _cleanup = runner::defer(async {
-                        say("cleanup started");
-                        std::future::pending::<()>().await;
-                    });
-                    say("ready");
-                    runner::sleep(LONG).await;
-                });
-                say(format!("run returned {result:?}"));
-                runner.close();
-                say("closed");
-            }
+            "cleanup_hangs" => run_with_hung_cleanup(|| ()),
             // R6.4: after the run returned, Ctrl-C has its default effect.
             "after_run" => {
                 let runner = Runner::new();
@@ -543,15 +536,9 @@ mod driver {
     }
 
     fn sleep_interrupted_exit() -> Result<(), String> {
-        let mut child = Child::start("sleep_interrupted_exit")?;
-        child.expect_line("ready")?;
-        child.sigint()?;
-        let (status, out, err) = child.finish()?;
-        check(
-            killed_by_sigint(status),
+        let (out, err) = one_ctrl_c_ends_killed(
+            "sleep_interrupted_exit",
             "the process ends killed by SIGINT (signal 2)",
-            &out,
-            &err,
         )?;
         check(
             index_of(&out, "destructor ran").is_some(),
@@ -638,15 +625,9 @@ mod driver {
     }
 
     fn after_run() -> Result<(), String> {
-        let mut child = Child::start("after_run")?;
-        child.expect_line("ready")?;
-        child.sigint()?;
-        let (status, out, err) = child.finish()?;
-        check(
-            killed_by_sigint(status),
+        let (out, err) = one_ctrl_c_ends_killed(
+            "after_run",
             "with no run in progress Ctrl-C kills the process",
-            &out,
-            &err,
         )?;
         check(
             index_of(&out, "run returned Ok(1)").is_some(),
@@ -657,11 +638,7 @@ mod driver {
     }
 
     fn own_handler() -> Result<(), String> {
-        let mut child = Child::start("own_handler")?;
-        child.expect_line("ready")?;
-        child.sigint()?;
-        let (status, out, err) = child.finish()?;
-        check(status.success(), "the process exits normally", &out, &err)?;
+        let (out, err) = one_ctrl_c_exits_normally("own_handler")?;
         check(
             index_of(&out, "own handler ran").is_some(),
             "the program's own handler ran",
@@ -683,15 +660,9 @@ mod driver {
     }
 
     fn non_main_thread() -> Result<(), String> {
-        let mut child = Child::start("non_main_thread")?;
-        child.expect_line("ready")?;
-        child.sigint()?;
-        let (status, out, err) = child.finish()?;
-        check(
-            killed_by_sigint(status),
+        let (out, err) = one_ctrl_c_ends_killed(
+            "non_main_thread",
             "Ctrl-C is not intercepted: default action",
-            &out,
-            &err,
         )?;
         check(
             index_of(&out, "destructor ran").is_none(),
@@ -702,11 +673,7 @@ mod driver {
     }
 
     fn ctrl_c_during_close() -> Result<(), String> {
-        let mut child = Child::start("ctrl_c_during_close")?;
-        child.expect_line("ready")?;
-        child.sigint()?;
-        let (status, out, err) = child.finish()?;
-        check(status.success(), "the process exits normally", &out, &err)?;
+        let (out, err) = one_ctrl_c_exits_normally("ctrl_c_during_close")?;
         check(
             index_of(&out, "close returned; loop closed: true").is_some(),
             "close stopped waiting and closed the loop",
@@ -842,15 +809,9 @@ mod driver {
     }
 
     fn macro_main_interrupted() -> Result<(), String> {
-        let mut child = Child::start("macro_main_interrupted")?;
-        child.expect_line("ready")?;
-        child.sigint()?;
-        let (status, out, err) = child.finish()?;
-        check(
-            killed_by_sigint(status),
+        let (out, err) = one_ctrl_c_ends_killed(
+            "macro_main_interrupted",
             "#[runner::main] ends the process killed by SIGINT",
-            &out,
-            &err,
         )?;
         check(
             index_of(&out, "deferred cleanup ran").is_some(),
@@ -879,12 +840,33 @@ mod driver {
         )
     }
 
-    fn interrupted(scenario: &'static str, expect: &str) -> Result<(), String> {
+    /// Start `scenario`, send one SIGINT once it is ready, and check that it exits normally;
+    /// what it printed on stdout and stderr.
+    fn one_ctrl_c_exits_normally(scenario: &'static str) -> Result<(Vec<String>, String), String> {
         let mut child = Child::start(scenario)?;
         child.expect_line("ready")?;
         child.sigint()?;
         let (status, out, err) = child.finish()?;
         check(status.success(), "the process exits normally", &out, &err)?;
+        Ok((out, err))
+    }
+
+    /// Start `scenario`, send one SIGINT once it is ready, and check that it ends killed by
+    /// SIGINT (`what` says why it should); what it printed on stdout and stderr.
+    fn one_ctrl_c_ends_killed(
+        scenario: &'static str,
+        what: &str,
+    ) -> Result<(Vec<String>, String), String> {
+        let mut child = Child::start(scenario)?;
+        child.expect_line("ready")?;
+        child.sigint()?;
+        let (status, out, err) = child.finish()?;
+        check(killed_by_sigint(status), what, &out, &err)?;
+        Ok((out, err))
+    }
+
+    fn interrupted(scenario: &'static str, expect: &str) -> Result<(), String> {
+        let (out, err) = one_ctrl_c_exits_normally(scenario)?;
         check(
             index_of(&out, expect).is_some(),
             &format!("{expect:?} printed"),
@@ -916,11 +898,7 @@ mod driver {
     }
 
     fn ctrl_c_before_main_exists() -> Result<(), String> {
-        let mut child = Child::start("ctrl_c_before_main_exists")?;
-        child.expect_line("ready")?;
-        child.sigint()?;
-        let (status, out, err) = child.finish()?;
-        check(status.success(), "the process exits normally", &out, &err)?;
+        let (out, err) = one_ctrl_c_exits_normally("ctrl_c_before_main_exists")?;
         check(
             index_of(&out, "run returned Err(Interrupted)").is_some(),
             "run returned Interrupted",
@@ -956,15 +934,9 @@ mod driver {
     }
 
     fn macro_stuck_thread_after_ctrl_c() -> Result<(), String> {
-        let mut child = Child::start("macro_stuck_thread_after_ctrl_c")?;
-        child.expect_line("ready")?;
-        child.sigint()?;
-        let (status, out, err) = child.finish()?;
-        check(
-            killed_by_sigint(status),
+        let (out, err) = one_ctrl_c_ends_killed(
+            "macro_stuck_thread_after_ctrl_c",
             "the process ends killed by SIGINT",
-            &out,
-            &err,
         )?;
         check(
             err.contains("runner: still closing after 1 s, waiting for:")

@@ -45,10 +45,15 @@ fn waiting_task(
     })
 }
 
-/// async-executor `drop.rs::executor_cancels_everything`: dropping the loop drops a waiting task;
-/// awaiting it afterwards gives `Cancelled` (async-executor's handle panics instead).
-#[test]
-fn executor_cancels_everything() {
+/// A loop with one waiting task, polled once: the task's drop counter and its waker.
+struct WaitingTask {
+    lp: EventLoop,
+    task: runner::Task<()>,
+    drops: Arc<AtomicUsize>,
+    waker: Arc<Mutex<Option<Waker>>>,
+}
+
+fn loop_with_waiting_task() -> WaitingTask {
     let drops = Arc::new(AtomicUsize::new(0));
     let waker = Arc::new(Mutex::new(None));
     let lp = EventLoop::new();
@@ -56,6 +61,24 @@ fn executor_cancels_everything() {
     lp.run_until_complete(runner::yield_now()).unwrap();
     assert!(waker.lock().unwrap().is_some());
     assert_eq!(drops.load(Ordering::SeqCst), 0);
+    WaitingTask {
+        lp,
+        task,
+        drops,
+        waker,
+    }
+}
+
+/// async-executor `drop.rs::executor_cancels_everything`: dropping the loop drops a waiting task;
+/// awaiting it afterwards gives `Cancelled` (async-executor's handle panics instead).
+#[test]
+fn executor_cancels_everything() {
+    let WaitingTask {
+        lp,
+        task,
+        drops,
+        waker,
+    } = loop_with_waiting_task();
     drop(lp);
     assert_eq!(drops.load(Ordering::SeqCst), 1);
     assert!(matches!(block_on(task), Err(TaskError::Cancelled)));
@@ -70,12 +93,9 @@ fn executor_cancels_everything() {
 /// `drop.rs::leaked_executor_leaks_everything`: a leaked loop leaks its tasks, which stay pending.
 #[test]
 fn leaked_executor_leaks_everything() {
-    let drops = Arc::new(AtomicUsize::new(0));
-    let waker = Arc::new(Mutex::new(None));
-    let lp = EventLoop::new();
-    let task = waiting_task(&lp, &drops, &waker);
-    lp.run_until_complete(runner::yield_now()).unwrap();
-    assert!(waker.lock().unwrap().is_some());
+    let WaitingTask {
+        lp, task, drops, ..
+    } = loop_with_waiting_task();
     std::mem::forget(lp);
     assert_eq!(drops.load(Ordering::SeqCst), 0);
     let mut task = task;
@@ -95,34 +115,41 @@ fn await_task_after_dropping_executor() {
     assert_eq!(block_on(task).unwrap(), "hello");
 }
 
-/// `drop.rs::drop_executor_and_then_drop_finished_task`: the output is dropped with the handle.
-#[test]
-fn drop_executor_and_then_drop_finished_task() {
+/// A finished task whose output counts its drop; the loop and the handle are dropped in the
+/// given order. The output is dropped with the handle, never with the loop.
+fn drop_finished_task_and_loop(handle_first: bool) {
     let drops = Rc::new(Cell::new(0));
     let d = drops.clone();
     let lp = EventLoop::new();
     let task = lp.spawn(async move { CallOnDrop(move || d.set(d.get() + 1)) });
     lp.run_until_complete(runner::yield_now()).unwrap();
     assert_eq!(drops.get(), 0);
-    drop(lp);
-    assert_eq!(drops.get(), 0);
-    drop(task);
+    if handle_first {
+        drop(task);
+        assert_eq!(drops.get(), 1, "dropped with the handle");
+        drop(lp);
+    } else {
+        drop(lp);
+        assert_eq!(
+            drops.get(),
+            0,
+            "the loop's drop leaves a finished task's output alone"
+        );
+        drop(task);
+    }
     assert_eq!(drops.get(), 1);
+}
+
+/// `drop.rs::drop_executor_and_then_drop_finished_task`.
+#[test]
+fn drop_executor_and_then_drop_finished_task() {
+    drop_finished_task_and_loop(false);
 }
 
 /// `drop.rs::drop_finished_task_and_then_drop_executor`.
 #[test]
 fn drop_finished_task_and_then_drop_executor() {
-    let drops = Rc::new(Cell::new(0));
-    let d = drops.clone();
-    let lp = EventLoop::new();
-    let task = lp.spawn(async move { CallOnDrop(move || d.set(d.get() + 1)) });
-    lp.run_until_complete(runner::yield_now()).unwrap();
-    assert_eq!(drops.get(), 0);
-    drop(task);
-    assert_eq!(drops.get(), 1);
-    drop(lp);
-    assert_eq!(drops.get(), 1);
+    drop_finished_task_and_loop(true);
 }
 
 /// `drop.rs::iterator_panics_mid_run`: a panic half-way through spawning leaves the loop usable.

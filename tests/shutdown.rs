@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use common::{finishes_within, recording_loop, run_child, text};
+use common::{finishes_within, recording_loop, run_child};
 use runner::{EventLoop, Runner};
 
 const WATCHDOG: Duration = Duration::from_secs(30);
@@ -122,12 +122,7 @@ fn spawn_wake_chain(lp: &EventLoop, n: usize) -> Rc<Cell<usize>> {
 #[test]
 fn close_tears_down_long_wake_chain_iteratively() {
     let out = run_child("wake_chain_child", &[]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("dropped 100000 of 100000"),
-        "{}",
-        text(&out)
-    );
+    common::assert_child_printed(&out, &["dropped 100000 of 100000"]);
 }
 
 #[test]
@@ -201,12 +196,7 @@ fn wakeups_from_other_threads_during_close_are_not_lost() {
 #[test]
 fn broken_stderr_does_not_hang_close() {
     let out = common::run_child_without_stderr("broken_stderr_child", WATCHDOG);
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("closed after 2 unretrieved panics"),
-        "{}",
-        text(&out)
-    );
+    common::assert_child_printed(&out, &["closed after 2 unretrieved panics"]);
 }
 
 #[test]
@@ -263,13 +253,12 @@ fn panic_payload_that_panics_on_drop_does_not_hang_close() {
 #[test]
 fn output_that_panics_on_drop_does_not_abort() {
     let out = run_child("panicking_output_child", &[]);
-    assert!(out.status.success(), "{}", text(&out));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("finished"), "{}", text(&out));
-    assert!(
-        stdout.contains("report: panic while dropping the output of a task"),
-        "{}",
-        text(&out)
+    common::assert_child_printed(
+        &out,
+        &[
+            "report: panic while dropping the output of a task",
+            "finished",
+        ],
     );
 }
 

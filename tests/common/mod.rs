@@ -221,3 +221,16 @@ pub fn run_child_without_stderr(test: &str, limit: std::time::Duration) -> Outpu
         stderr: b"(closed by the test)".to_vec(),
     }
 }
+
+/// Assert that a child process exited successfully and printed each of `lines` on stdout.
+pub fn assert_child_printed(out: &Output, lines: &[&str]) {
+    assert!(out.status.success(), "{}", text(out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for line in lines {
+        assert!(
+            stdout.contains(line),
+            "expected {line:?} on stdout; {}",
+            text(out)
+        );
+    }
+}
