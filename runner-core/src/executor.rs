@@ -72,7 +72,7 @@ impl std::task::Wake for MainWaker {
 }
 
 /// What [`Executor::close`] did.
-#[derive(Default, Debug)]
+#[derive(Debug)]
 pub(crate) struct CloseOutcome {
     /// Some task could not be reached: woken elsewhere and never queued within the wait.
     pub(crate) unreached: bool,

@@ -27,7 +27,7 @@
 //!
 //! # Layers
 //!
-//! Each module imports only from the modules listed before it (`.ci/layers` checks this):
+//! Each module imports only from the modules listed before it (`tests/layers.rs` checks this):
 //!
 //! 1. `lock`, `process`, `error`, `report`, `context_map`, `context_cache`, `context`, `debug`, `time`,
 //!    `attributes`: the leaves.
