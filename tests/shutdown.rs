@@ -31,31 +31,30 @@ fn channel_pair(lp: &EventLoop) -> (runner::Task<()>, runner::Task<()>) {
     (a, b)
 }
 
-/// Issue 11, item 1: `close()` with a channel pair on the loop returned.
-#[test]
-fn close_with_channel_pair_does_not_deadlock() {
-    let finished = finishes_within(WATCHDOG, || {
+/// Run a loop with a channel pair on it for 1 ms, end it with `end` (close or drop) under the
+/// watchdog; whether both tasks finished.
+fn end_loop_with_channel_pair(end: fn(EventLoop)) -> (bool, bool) {
+    finishes_within(WATCHDOG, move || {
         let lp = EventLoop::new();
         let (a, b) = channel_pair(&lp);
         lp.run_until_complete(runner::sleep(Duration::from_millis(1)))
             .unwrap();
-        lp.close();
+        end(lp);
         (a.is_finished(), b.is_finished())
-    });
+    })
+}
+
+/// Issue 11, item 1: `close()` with a channel pair on the loop returned.
+#[test]
+fn close_with_channel_pair_does_not_deadlock() {
+    let finished = end_loop_with_channel_pair(|lp| lp.close());
     assert_eq!(finished, (true, true), "both tasks were torn down by close");
 }
 
 /// Item 1, dropping the loop instead of closing it.
 #[test]
 fn drop_with_channel_pair_does_not_deadlock() {
-    let finished = finishes_within(WATCHDOG, || {
-        let lp = EventLoop::new();
-        let (a, b) = channel_pair(&lp);
-        lp.run_until_complete(runner::sleep(Duration::from_millis(1)))
-            .unwrap();
-        drop(lp);
-        (a.is_finished(), b.is_finished())
-    });
+    let finished = end_loop_with_channel_pair(drop);
     assert_eq!(finished, (true, true));
 }
 
