@@ -359,3 +359,30 @@ fn loop_handle_spawned_task_cancelled_at_close() {
     runner.close();
     assert!(r.is_finished());
 }
+
+/// A task's header lives in the task's own allocation: a `TaskRef` keeps it alive after the
+/// task finished, its `Task` handle is gone and its loop is dropped (checked under valgrind by
+/// `.ci/memcheck`), and so does one taken inside the task with `current_task`, and the main
+/// task's.
+#[test]
+fn task_refs_outlive_their_task_handle_and_loop() {
+    let (spawned, inner, main) = runner::run(async {
+        let task = runner::spawn(async { current_task().expect("inside a task") });
+        let spawned = task.to_ref();
+        let inner = task.await.unwrap();
+        let unpolled = runner::spawn(std::future::pending::<()>()).to_ref();
+        (spawned, inner, vec![current_task().unwrap(), unpolled])
+    })
+    .unwrap();
+    assert!(spawned.is_finished() && inner.is_finished());
+    assert_eq!(spawned.info().id(), inner.info().id());
+    assert_eq!(main[0].info().name(), Some("main"));
+    assert!(main[1].is_finished() && main[1].is_cancel_requested());
+    // Cancelling a finished task wakes nothing: its waker is still valid to call.
+    spawned.cancel();
+    main[0].cancel();
+    let moved = std::thread::spawn(move || inner.info().id())
+        .join()
+        .unwrap();
+    assert_eq!(moved, spawned.info().id());
+}

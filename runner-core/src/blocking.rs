@@ -21,10 +21,10 @@ use std::panic::Location;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use async_task::Runnable;
 use event_listener::Event;
 use futures_lite::FutureExt;
 
+use crate::header::{Header, Runnable};
 use crate::lock::lock;
 
 /// The loop's side: the pool, created on first use.
@@ -43,15 +43,18 @@ impl DefaultExecutor {
         }
     }
 
-    /// Queue `job`, called from `at`, on the pool; its task handle.
-    pub(crate) fn spawn<F>(
+    /// Queue the job `make` builds from its task's header, called from `at`, on the pool; its
+    /// runnable (unscheduled) and task handle.
+    pub(crate) fn spawn<F, Fut>(
         &self,
-        job: F,
+        header: Header,
+        make: F,
         at: &'static Location<'static>,
-    ) -> async_task::Task<F::Output>
+    ) -> (Runnable, async_task::Task<Fut::Output, Header>)
     where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
+        F: FnOnce(&Header) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
     {
         if self.shutdown_called.get() {
             panic!(
@@ -65,13 +68,16 @@ impl DefaultExecutor {
             .get_or_insert_with(|| Arc::new(Pool::new(self.max_threads)))
             .clone();
         let busy = pool.clone();
-        let job = async move {
-            let _busy = busy.busy(at);
-            job.await
+        let job = move |header: &Header| {
+            let job = make(header);
+            async move {
+                let _busy = busy.busy(at);
+                job.await
+            }
         };
-        let (runnable, task) = async_task::spawn(job, move |r| pool.submit(r));
-        runnable.schedule();
-        task
+        async_task::Builder::new()
+            .metadata(header)
+            .spawn(job, move |r| pool.submit(r))
     }
 
     /// The jobs running now: where each was started from, and for how long it has run.

@@ -27,8 +27,7 @@ use std::sync::Arc;
 use std::task::{Context as Cx, Poll, Waker};
 use std::time::Duration;
 
-use async_task::Runnable;
-
+use crate::header::{Header, Runnable};
 use crate::queue::{Inbox, Local, Remote, LOCAL};
 
 /// How many runnables one tick runs before it lets `block_on` look at I/O and timers.
@@ -86,16 +85,22 @@ impl Executor {
         }
     }
 
-    /// Spawn `fut`, queued to run.
-    pub(crate) fn spawn<F>(&self, fut: F) -> async_task::Task<F::Output>
+    /// Spawn the future `make` builds from the task's header (kept in the task's allocation:
+    /// one allocation per task); the runnable is returned unscheduled.
+    pub(crate) fn spawn<F, Fut>(
+        &self,
+        header: Header,
+        make: F,
+    ) -> (Runnable, async_task::Task<Fut::Output, Header>)
     where
-        F: Future + 'static,
-        F::Output: 'static,
+        F: FnOnce(&Header) -> Fut,
+        Fut: Future + 'static,
+        Fut::Output: 'static,
     {
         let remote = self.remote.clone();
-        let (runnable, task) = async_task::spawn_local(fut, move |r| remote.schedule(r));
-        runnable.schedule();
-        task
+        async_task::Builder::new()
+            .metadata(header)
+            .spawn_local(make, move |r| remote.schedule(r))
     }
 
     /// The `Send` way in, from any thread.

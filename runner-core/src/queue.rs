@@ -13,9 +13,9 @@ use std::task::Waker;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use async_task::Runnable;
-
+use crate::header::{Header, Runnable};
 use crate::lock::lock;
+use crate::post::{Job, Post};
 
 /// What the thread running an executor keeps at hand, so that a wake-up on that thread costs a
 /// thread-local access and a push.
@@ -38,9 +38,6 @@ thread_local! {
         }
     };
 }
-
-/// A job posted to the loop from any thread (`call_soon_threadsafe`, a report made elsewhere).
-pub(crate) type Job = Box<dyn FnOnce() + Send>;
 
 /// The cross-thread queue. Schedule functions and [`Inbox`] handles hold it.
 pub(crate) struct Remote {
@@ -151,6 +148,23 @@ impl Remote {
     }
 }
 
+impl Post for Remote {
+    fn post(&self, job: Job) -> Result<(), Job> {
+        let driver = {
+            let mut queue = self.lock();
+            if self.jobs_closed.load(Ordering::Acquire) {
+                return Err(job);
+            }
+            queue.jobs.push_back(job);
+            queue.driver.clone()
+        };
+        if let Some(driver) = driver {
+            driver.wake();
+        }
+        Ok(())
+    }
+}
+
 /// Wakes a thread parked in [`Remote::wait_for_push`].
 struct ThreadWaker(thread::Thread);
 
@@ -175,32 +189,32 @@ impl Inbox {
         Inbox(remote)
     }
 
-    /// Spawn `fut`, queued to run on the loop's thread.
-    pub(crate) fn spawn<F>(&self, fut: F) -> async_task::Task<F::Output>
+    /// Spawn the future `make` builds from the task's header (kept in the task's allocation);
+    /// the task is queued to run on the loop's thread, and its runnable is returned unscheduled.
+    pub(crate) fn spawn<F, Fut>(
+        &self,
+        header: Header,
+        make: F,
+    ) -> (Runnable, async_task::Task<Fut::Output, Header>)
     where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
+        F: FnOnce(&Header) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
     {
         let remote = self.0.clone();
-        let (runnable, task) = async_task::spawn(fut, move |r| remote.schedule(r));
-        runnable.schedule();
-        task
+        async_task::Builder::new()
+            .metadata(header)
+            .spawn(make, move |r| remote.schedule(r))
     }
 
     /// Queue `job` for the loop's driver; gives it back if the loop is closed.
     pub(crate) fn post(&self, job: Job) -> Result<(), Job> {
-        let driver = {
-            let mut queue = self.0.lock();
-            if self.is_closed() {
-                return Err(job);
-            }
-            queue.jobs.push_back(job);
-            queue.driver.clone()
-        };
-        if let Some(driver) = driver {
-            driver.wake();
-        }
-        Ok(())
+        self.0.post(job)
+    }
+
+    /// The loop as its tasks' headers keep it.
+    pub(crate) fn owner(&self) -> Arc<dyn Post> {
+        self.0.clone()
     }
 
     /// Wake the driver so it looks at its queues again.

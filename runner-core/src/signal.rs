@@ -29,9 +29,9 @@ use std::time::{Duration, Instant};
 
 use event_listener::Event;
 
+use crate::header::TaskRef;
 use crate::lock::lock;
 use crate::process::end_as_interrupted;
-use crate::task::header::TaskRef;
 
 /// How long a loop thread stuck in one poll gets after the second Ctrl-C before the process is
 /// ended (R6.3 asks for half a second at most).

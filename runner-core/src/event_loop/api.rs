@@ -96,8 +96,8 @@ impl EventLoop {
         T: Send + 'static,
     {
         let pool = &self.inner.default_executor;
-        spawn_blocking(&self.inner.scope.inbox, f, ctx, at, |job| {
-            pool.spawn(job, at)
+        spawn_blocking(&self.inner.scope.inbox, f, ctx, at, |header, make| {
+            pool.spawn(header, make, at)
         })
     }
 

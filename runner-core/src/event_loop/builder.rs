@@ -3,6 +3,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
+use std::panic::Location;
 use std::rc::Rc;
 use std::task::{Context as Cx, Poll};
 use std::time::Duration;
@@ -11,6 +12,7 @@ use crate::blocking::DefaultExecutor;
 use crate::callback::{run_callback, Callbacks, CALLBACK_BATCH};
 use crate::debug;
 use crate::event_loop::api::{EventLoop, Handler, LoopInner};
+use crate::header::Header;
 use crate::report::{write_to_stderr, ExceptionContext};
 use crate::task::scope::Scope;
 use crate::task::spawn::spawn_finalizer;
@@ -121,7 +123,16 @@ impl LoopBuilder {
             Some(inner) => drive(&EventLoop { inner }, cx),
             None => Poll::Ready(()),
         });
-        inner.scope.executor.spawn(driver).detach();
+        // Not a runner task (nothing cancels it, it has no context), but every task on the
+        // executor carries a header.
+        let header = Header::new(
+            Some("loop driver"),
+            Location::caller(),
+            inner.scope.inbox.owner(),
+        );
+        let (runnable, task) = inner.scope.executor.spawn(header, |_| driver);
+        runnable.schedule();
+        task.detach();
         EventLoop { inner }
     }
 }

@@ -8,9 +8,9 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::event_loop::api::{EventLoop, LoopInner};
+use crate::header::TaskRef;
 use crate::report::{source_location, write_stderr, ExceptionContext};
 use crate::task::cleanup::run_now;
-use crate::task::header::TaskRef;
 use crate::task::scope::Cleanup;
 
 /// How many times close cancels the tasks pending on the loop before it gives up on the ones
@@ -225,7 +225,7 @@ impl LoopInner {
     fn drop_tasks(&self, driver: Option<Waker>) {
         let scope = &self.scope;
         let tasks = std::mem::take(&mut *scope.tasks.borrow_mut());
-        let wakers = tasks.take_wakers().into_iter().chain(driver);
+        let wakers = tasks.wakers().into_iter().chain(driver);
         let outcome = scope.executor.close(wakers, || tasks.all_finished());
         if outcome.unreached {
             scope.report(ExceptionContext::new(format!(

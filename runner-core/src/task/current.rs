@@ -1,54 +1,70 @@
 //! The task being polled on this thread, and the async cleanups tied to it during the poll.
 
 use std::cell::{Cell, RefCell};
-use std::sync::Arc;
+use std::task::Waker;
 
-use crate::task::header::{Header, TaskRef};
+use crate::header::{Header, TaskRef};
 use crate::task::scope::Cleanup;
 
 /// The task being polled on this thread, and how many cleanups polls have left behind.
 ///
-/// The task is a plain pointer to its header, not a counted reference: `PollGuard` sets it for
-/// the length of one poll, during which the `TaskFuture` being polled owns an `Arc` to that
-/// header, and puts the previous value back before the poll returns (on unwind too). Cloning and
-/// dropping an `Arc` on every poll cost more than a tenth of a yield (measured); `current_task`
-/// is the one place that makes a counted handle from the pointer. Nothing here needs dropping,
-/// so reaching it costs a load (a thread-local with a destructor checks its registration on each
-/// access).
+/// The task is plain pointers to its header and to a waker of it, not a counted handle:
+/// `PollGuard` sets them for the length of one poll, during which both are alive (the header is
+/// in the allocation of the future being polled, the waker is the one it is polled with), and
+/// puts the previous values back before the poll returns (on unwind too). Counting a reference on
+/// every poll cost more than a tenth of a yield (measured); `current_task` is the one place that
+/// makes a counted handle from the pointers. Nothing here needs dropping, so reaching it costs a
+/// load (a thread-local with a destructor checks its registration on each access).
 struct Current {
     task: Cell<*const Header>,
+    /// A waker of `task` that keeps its header alive; null while a task's future is dropped
+    /// outside a poll (there is no waker then, and `current_task` gives `None`).
+    waker: Cell<*const Waker>,
     /// `CLEANUPS.len()`, so that a poll that left none never touches the list.
     cleanups: Cell<usize>,
 }
 
 thread_local! {
     static CURRENT: Current = const {
-        Current { task: Cell::new(std::ptr::null()), cleanups: Cell::new(0) }
+        Current {
+            task: Cell::new(std::ptr::null()),
+            waker: Cell::new(std::ptr::null()),
+            cleanups: Cell::new(0),
+        }
     };
     /// Cleanups tied to the tasks being polled; each poll owns the entries after its start.
     static CLEANUPS: RefCell<Vec<Cleanup>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Make `header`'s task the one being polled; the previous one and where this task's cleanups
-/// start in the thread's list, for [`leave`].
+/// What [`enter`] replaced, for [`leave`].
+pub(crate) struct Entered {
+    task: *const Header,
+    waker: *const Waker,
+    /// Where the entered task's cleanups start in the thread's list.
+    pub(crate) start: usize,
+}
+
+/// Make the task whose header is `header` the one being polled. `waker` must keep the header
+/// alive (see `TaskRef::new`): the waker of a spawned task, or a main task's own.
 #[inline]
-pub(crate) fn enter(header: &Arc<Header>) -> (*const Header, usize) {
-    CURRENT.with(|current| {
-        (
-            current.task.replace(Arc::as_ptr(header)),
-            current.cleanups.get(),
-        )
+pub(crate) fn enter(header: &Header, waker: Option<&Waker>) -> Entered {
+    let waker = waker.map_or(std::ptr::null(), |w| w as *const Waker);
+    CURRENT.with(|current| Entered {
+        task: current.task.replace(header),
+        waker: current.waker.replace(waker),
+        start: current.cleanups.get(),
     })
 }
 
-/// Undo [`enter`]: `prev` is current again. The cleanups tied since `start`, if any are left.
+/// Undo [`enter`]. The cleanups tied since then, if any are left.
 #[inline]
-pub(crate) fn leave(prev: *const Header, start: usize) -> Option<Vec<Cleanup>> {
+pub(crate) fn leave(prev: &Entered) -> Option<Vec<Cleanup>> {
     let more = CURRENT.with(|current| {
-        current.task.set(prev);
-        current.cleanups.get() > start
+        current.task.set(prev.task);
+        current.waker.set(prev.waker);
+        current.cleanups.get() > prev.start
     });
-    more.then(|| split_cleanups(start))
+    more.then(|| split_cleanups(prev.start))
 }
 
 /// The cleanups tied since `start`, if any.
@@ -84,7 +100,8 @@ fn split_cleanups(start: usize) -> Vec<Cleanup> {
     })
 }
 
-/// The task being polled on this thread, if any (inside `run`, the main task counts).
+/// The task being polled on this thread, if any (inside `run`, the main task counts). `None`
+/// also while a loop's teardown drops a task's future without polling it.
 ///
 /// ```
 /// runner_core::run(async {
@@ -96,22 +113,21 @@ fn split_cleanups(start: usize) -> Vec<Cleanup> {
 /// ```
 pub fn current_task() -> Option<TaskRef> {
     CURRENT.with(|current| {
-        let task = current.task.get();
-        if task.is_null() {
+        let (task, waker) = (current.task.get(), current.waker.get());
+        if task.is_null() || waker.is_null() {
             return None;
         }
-        Some(TaskRef(header_being_polled(task)))
+        Some(task_being_polled(task, waker))
     })
 }
 
-/// A counted handle from the pointer `enter` keeps (see `Current`).
+/// A counted handle from the pointers `enter` keeps (see `Current`).
 #[allow(unsafe_code)]
-fn header_being_polled(task: *const Header) -> Arc<Header> {
-    // SAFETY: a non-null `Current::task` was made by `Arc::as_ptr` from the `Arc<Header>` owned
-    // by the `TaskFuture` being polled on this thread, and is reset before that poll returns; the
-    // `Arc` is alive, so adding a count and taking ownership of that count is sound.
-    unsafe {
-        Arc::increment_strong_count(task);
-        Arc::from_raw(task)
-    }
+fn task_being_polled(task: *const Header, waker: *const Waker) -> TaskRef {
+    // SAFETY: non-null `Current` pointers were set by `enter` from references that live for the
+    // poll under way on this thread, and are reset before that poll returns; so both point to
+    // live values. `enter`'s caller passes a waker that holds a reference to the header's
+    // allocation, which `TaskRef::new` requires; cloning it keeps the header alive for the
+    // handle.
+    unsafe { TaskRef::new(&*task, (*waker).clone()) }
 }

@@ -7,19 +7,20 @@ use std::any::Any;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
+use std::ptr::NonNull;
 use std::sync::Arc;
-use std::task::{Context as Cx, Poll};
+use std::task::{Context as Cx, Poll, Waker};
 use std::time::Instant;
 
 use pin_project_lite::pin_project;
 
 use crate::context::{Context, ContextGuard};
 use crate::error::{catch_quietly, drop_quietly, panic_message};
+use crate::header::{Header, MainHeader, TaskRef, CANCEL_REQUESTED};
 use crate::report::ExceptionContext;
 use crate::task::cleanup::{run_now, schedule_cleanup};
-use crate::task::current;
+use crate::task::current::{self, Entered};
 use crate::task::handle::{report_unretrieved, Output};
-use crate::task::header::{Header, CANCEL_REQUESTED};
 use crate::task::registry::Slot;
 use crate::task::scope::{self, Cleanup};
 
@@ -29,14 +30,14 @@ pin_project! {
     pub(crate) struct TaskFuture<F: Future> {
         #[pin]
         fut: Option<F>,
-        header: Arc<Header>,
+        home: Home,
         ctx: Context,
         slot: Slot,
         // How the future ended, kept while the task's cleanups run.
         ended: Option<Outcome<F::Output>>,
         // The task has cleanups waiting in its loop (they are `!Send`, this future may not be).
         cleanups_pending: bool,
-        // The header has the task's waker.
+        // A main task's header has been given the waker it is polled with.
         polled: bool,
     }
 
@@ -47,17 +48,18 @@ pin_project! {
             // have no loop left and run on the spot.
             let mut this = this.project();
             if this.fut.is_some() || *this.cleanups_pending {
-                let mut guard = PollGuard::enter(this.header, this.ctx);
+                let header = this.home.header();
+                let mut guard = PollGuard::enter(header, this.home.own_waker(), this.ctx);
                 catch_quietly(|| this.fut.set(None));
                 let mut left = guard.take_cleanups().unwrap_or_default();
                 if *this.cleanups_pending {
                     if let Some(scope) = scope::current() {
-                        left.extend(scope.take_task_cleanups(this.header.id));
+                        left.extend(scope.take_task_cleanups(header.id));
                     }
                 }
                 run_now(left);
                 drop(guard);
-                this.header.finish();
+                header.finish();
             }
             // async-task drops a task's future under its abort guard: the values of the task's
             // context variables are user values whose destructors may panic.
@@ -79,11 +81,61 @@ enum Outcome<T> {
     PanickedCancelling(Box<dyn Any + Send>),
 }
 
+/// Where a task's header lives.
+pub(crate) enum Home {
+    /// In the async-task allocation this future lives in, as its metadata.
+    Spawned(NonNull<Header>),
+    /// In a `MainHeader` of its own: the future is polled by a run, not by async-task. The handle
+    /// (whose waker is the `MainHeader`'s) keeps it alive.
+    Main(Arc<MainHeader>, TaskRef),
+}
+
+// SAFETY: `Home` gives shared access to a `Header`, which is `Sync`, and is alive wherever the
+// future holding the `Home` is (see `Home::header`).
+#[allow(unsafe_code)]
+unsafe impl Send for Home {}
+
+impl Home {
+    /// A spawned task's home: the header async-task passes to the function that builds the
+    /// future, which is stored in the same allocation.
+    pub(crate) fn spawned(header: &Header) -> Home {
+        Home::Spawned(NonNull::from(header))
+    }
+
+    /// A main task's home, and a handle to the task.
+    pub(crate) fn main(header: Header) -> (Home, TaskRef) {
+        let main = MainHeader::new(header);
+        let task = main.task_ref();
+        (Home::Main(main, task.clone()), task)
+    }
+
+    #[inline]
+    fn header(&self) -> &Header {
+        match self {
+            // SAFETY: the header is the metadata of the async-task allocation that holds the
+            // future holding this `Home` (`Home::spawned`). async-task drops the metadata only
+            // when it frees the allocation, after it has dropped the future (`RawTask::destroy`),
+            // so the header outlives every use through the future.
+            #[allow(unsafe_code)]
+            Home::Spawned(header) => unsafe { header.as_ref() },
+            Home::Main(_, task) => task.header(),
+        }
+    }
+
+    /// The waker that keeps the header alive when no poll's waker is at hand: a main task's own.
+    fn own_waker(&self) -> Option<&Waker> {
+        match self {
+            Home::Spawned(_) => None,
+            Home::Main(_, task) => Some(task.waker()),
+        }
+    }
+}
+
 impl<F: Future> TaskFuture<F> {
-    pub(crate) fn new(fut: F, header: Arc<Header>, ctx: Context, slot: Slot) -> Self {
+    pub(crate) fn new(fut: F, home: Home, ctx: Context, slot: Slot) -> Self {
         TaskFuture {
             fut: Some(fut),
-            header,
+            home,
             ctx,
             slot,
             ended: None,
@@ -103,13 +155,25 @@ impl<F: Future> Future for TaskFuture<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Cx<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let header: &Header = this.header;
-        if !*this.polled {
-            *this.polled = true;
-            *header.waker() = Some(cx.waker().clone());
-        }
+        let home: &Home = this.home;
+        let header = home.header();
+        // The waker that keeps the header alive for `current_task`: a spawned task is polled by
+        // async-task with a waker of its own allocation; a main task has its own.
+        let own_waker = match home {
+            Home::Spawned(_) => cx.waker(),
+            Home::Main(main, task) => {
+                if !*this.polled {
+                    *this.polled = true;
+                    main.polled_with(cx.waker());
+                }
+                task.waker()
+            }
+        };
         if let Slot::OnFirstPoll = this.slot {
-            *this.slot = scope::register_remote(this.header);
+            // SAFETY: see `own_waker`.
+            #[allow(unsafe_code)]
+            let task = unsafe { TaskRef::new(header, own_waker.clone()) };
+            *this.slot = scope::register_remote(task);
         }
         if this.fut.is_none() && this.ended.is_none() {
             return Poll::Ready(None);
@@ -120,7 +184,7 @@ impl<F: Future> Future for TaskFuture<F> {
 
         // The task stays current until the end of this poll: cleanups its destructors leave are
         // tied to it, and reports about it reach the handler in the task's own context.
-        let mut guard = PollGuard::enter(this.header, this.ctx);
+        let mut guard = PollGuard::enter(header, Some(own_waker), this.ctx);
         if this.ended.is_none() {
             let mut fut = this.fut.as_mut();
             let outcome = if cancelled {
@@ -179,7 +243,7 @@ impl<F: Future> Future for TaskFuture<F> {
                         .with_error(panic_message(&*payload))
                         .with_task(header.info());
                     drop_quietly(payload);
-                    scope::report(Some(&header.owner), ctx);
+                    scope::report(Some(&*header.owner), ctx);
                 } else if header.store_panic(payload) {
                     report_unretrieved(header);
                 }
@@ -221,31 +285,28 @@ fn drive_cleanups(id: u64, new: Vec<Cleanup>, guard: &mut PollGuard<'_>, cx: &mu
 /// Makes a task current (its context, its identity, its cleanup list) for the length of a poll.
 struct PollGuard<'a> {
     _ctx: ContextGuard<'a>,
-    prev: *const Header,
-    /// Where this task's entries start in the thread's cleanup list.
-    start: usize,
+    prev: Entered,
 }
 
 impl<'a> PollGuard<'a> {
-    fn enter(header: &'a Arc<Header>, ctx: &'a mut Context) -> Self {
-        let (prev, start) = current::enter(header);
+    /// `waker` keeps `header` alive (see `current::enter`).
+    fn enter(header: &'a Header, waker: Option<&'a Waker>, ctx: &'a mut Context) -> Self {
         PollGuard {
+            prev: current::enter(header, waker),
             _ctx: ctx.enter(),
-            prev,
-            start,
         }
     }
 
     /// The cleanups tied to the task since the last call, if any.
     fn take_cleanups(&mut self) -> Option<Vec<Cleanup>> {
-        current::take_cleanups(self.start)
+        current::take_cleanups(self.prev.start)
     }
 }
 
 impl Drop for PollGuard<'_> {
     fn drop(&mut self) {
         // Cleanups tied after the task's last look (by a report handler, say) are not lost.
-        if let Some(left) = current::leave(self.prev, self.start) {
+        if let Some(left) = current::leave(&self.prev) {
             for cleanup in left {
                 schedule_cleanup(cleanup, None);
             }

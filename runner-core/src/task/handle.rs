@@ -4,14 +4,11 @@ use std::fmt;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context as Cx, Poll};
 
 use crate::error::{drop_quietly, panic_message, TaskError};
+use crate::header::{Header, TaskRef, DETACHED, FINISHED, PANICKED};
 use crate::report::{ExceptionContext, TaskInfo};
-use crate::task::header::{
-    Header, TaskRef, CANCELLED_BY_CODE, CANCEL_REQUESTED, DETACHED, FINISHED, PANICKED,
-};
 use crate::task::scope;
 
 /// A handle to a spawned task: await it for the task's output.
@@ -31,51 +28,44 @@ use crate::task::scope;
 /// ```
 #[must_use = "a dropped Task keeps running detached; await it to get its output"]
 pub struct Task<T> {
-    inner: Option<async_task::FallibleTask<Option<Output<T>>>>,
-    header: Arc<Header>,
+    inner: Option<async_task::FallibleTask<Option<Output<T>>, Header>>,
+    task: TaskRef,
     retrieved: bool,
 }
 
 impl<T> Task<T> {
-    pub(crate) fn new(inner: async_task::Task<Option<Output<T>>>, header: Arc<Header>) -> Self {
+    pub(crate) fn new(inner: async_task::Task<Option<Output<T>>, Header>, task: TaskRef) -> Self {
         Task {
             inner: Some(inner.fallible()),
-            header,
+            task,
             retrieved: false,
         }
     }
 
-    /// A task that never ran: spawned on a closed loop.
-    pub(crate) fn cancelled(header: Arc<Header>) -> Self {
-        header.set(CANCEL_REQUESTED);
-        header.finish();
-        Task {
-            inner: None,
-            header,
-            retrieved: false,
-        }
+    fn header(&self) -> &Header {
+        self.task.header()
     }
 
     /// Ask the task to stop: its future is dropped at its next scheduling point (never in the
     /// middle of a poll) and awaiting it gives `Err(TaskError::Cancelled)`. Does nothing if the
     /// task has finished.
     pub fn cancel(&self) {
-        self.header.cancel(CANCEL_REQUESTED | CANCELLED_BY_CODE);
+        self.task.cancel();
     }
 
     /// True once the task has finished: returned, panicked or been cancelled.
     pub fn is_finished(&self) -> bool {
-        self.header.has(FINISHED)
+        self.header().has(FINISHED)
     }
 
     /// An untyped, cloneable handle to the same task.
     pub fn to_ref(&self) -> TaskRef {
-        TaskRef(self.header.clone())
+        self.task.clone()
     }
 
     /// The task's id, name and spawn location.
     pub fn info(&self) -> TaskInfo {
-        self.header.info()
+        self.header().info()
     }
 }
 
@@ -93,7 +83,7 @@ impl<T> Future for Task<T> {
         self.retrieved = true;
         Poll::Ready(match output {
             Some(v) => Ok(v),
-            None => match self.header.take_panic() {
+            None => match self.header().take_panic() {
                 Some(payload) => Err(TaskError::Panicked(payload)),
                 None => Err(TaskError::Cancelled),
             },
@@ -103,11 +93,11 @@ impl<T> Future for Task<T> {
 
 impl<T> Drop for Task<T> {
     fn drop(&mut self) {
+        if !self.retrieved && self.header().set(DETACHED) & PANICKED != 0 {
+            report_unretrieved(self.header());
+        }
         if let Some(inner) = self.inner.take() {
             inner.detach();
-        }
-        if !self.retrieved && self.header.set(DETACHED) & PANICKED != 0 {
-            report_unretrieved(&self.header);
         }
     }
 }
@@ -115,7 +105,7 @@ impl<T> Drop for Task<T> {
 impl<T> fmt::Debug for Task<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Task")
-            .field("info", &self.header.info())
+            .field("info", &self.info())
             .field("finished", &self.is_finished())
             .finish()
     }
@@ -128,7 +118,7 @@ pub(crate) fn report_unretrieved(header: &Header) {
             .with_error(panic_message(&*payload))
             .with_task(header.info());
         drop_quietly(payload);
-        scope::report(Some(&header.owner), ctx);
+        scope::report(Some(&*header.owner), ctx);
     }
 }
 

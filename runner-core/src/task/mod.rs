@@ -14,8 +14,8 @@
 //! .unwrap();
 //! ```
 //!
-//! Layers, each file importing only from those above it in this list: `header` (shared state and
-//! its flags, `TaskRef`), `registry` (what close cancels), `scope` (the part of a loop tasks use),
+//! Layers, each file importing only from those above it in this list (a task's shared state, its
+//! `Header`, lives below the executor, in `crate::header`): `registry` (what close cancels), `scope` (the part of a loop tasks use),
 //! `current` (the task being polled), `cleanup` (scheduling async cleanups), `handle` (`Task`),
 //! `future` (the future every task runs in), `spawn`.
 
@@ -23,7 +23,6 @@ pub(crate) mod cleanup;
 pub(crate) mod current;
 pub(crate) mod future;
 pub(crate) mod handle;
-pub(crate) mod header;
 pub(crate) mod registry;
 pub(crate) mod scope;
 pub(crate) mod spawn;

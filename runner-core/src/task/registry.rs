@@ -1,9 +1,8 @@
 //! The tasks on a loop: what close cancels (the cancellable ones) and then tears down (all).
 
-use std::sync::Arc;
 use std::task::Waker;
 
-use crate::task::header::{Header, TaskRef, FINISHED};
+use crate::header::{TaskRef, FINISHED};
 
 /// Where a task is in its loop's registry.
 #[derive(Clone, Copy, Debug)]
@@ -27,15 +26,20 @@ pub(crate) struct Registry {
 
 enum Entry {
     /// A task, and whether close cancels it (finalizers are waited for, never cancelled).
-    Task(Arc<Header>, bool),
+    Task(TaskRef, bool),
     /// Free; the index of the next free slot.
     Free(usize),
 }
 
 impl Registry {
+    /// The slot the next `insert` uses.
+    pub(crate) fn next_index(&self) -> usize {
+        self.free
+    }
+
     /// Add a task; its slot.
-    pub(crate) fn insert(&mut self, header: &Arc<Header>, cancellable: bool) -> usize {
-        let entry = Entry::Task(header.clone(), cancellable);
+    pub(crate) fn insert(&mut self, task: TaskRef, cancellable: bool) -> usize {
+        let entry = Entry::Task(task, cancellable);
         match self.slots.get(self.free) {
             Some(&Entry::Free(next)) => {
                 let index = std::mem::replace(&mut self.free, next);
@@ -59,27 +63,25 @@ impl Registry {
         }
     }
 
-    fn headers(&self) -> impl Iterator<Item = (&Arc<Header>, bool)> {
+    fn tasks(&self) -> impl Iterator<Item = (&TaskRef, bool)> {
         self.slots.iter().filter_map(|entry| match entry {
-            Entry::Task(header, cancellable) => Some((header, *cancellable)),
+            Entry::Task(task, cancellable) => Some((task, *cancellable)),
             Entry::Free(_) => None,
         })
     }
 
-    /// The wakers of every task, to reach the ones that wait on something.
-    pub(crate) fn take_wakers(&self) -> Vec<Waker> {
-        self.headers()
-            .filter_map(|(h, _)| h.waker().take())
-            .collect()
+    /// The wakers of every unfinished task, to reach the ones that wait on something.
+    pub(crate) fn wakers(&self) -> Vec<Waker> {
+        self.unfinished().map(|(t, _)| t.waker().clone()).collect()
     }
 
     /// True once every task's future has been dropped (finished or torn down).
     pub(crate) fn all_finished(&self) -> bool {
-        self.headers().all(|(h, _)| h.has(FINISHED))
+        self.tasks().all(|(t, _)| t.header().has(FINISHED))
     }
 
-    fn unfinished(&self) -> impl Iterator<Item = (&Arc<Header>, bool)> {
-        self.headers().filter(|(h, _)| !h.has(FINISHED))
+    fn unfinished(&self) -> impl Iterator<Item = (&TaskRef, bool)> {
+        self.tasks().filter(|(t, _)| !t.header().has(FINISHED))
     }
 
     /// True if some task close must cancel has not finished (without collecting them).
@@ -91,19 +93,19 @@ impl Registry {
     pub(crate) fn pending(&self) -> Vec<TaskRef> {
         self.unfinished()
             .filter(|(_, cancellable)| *cancellable)
-            .map(|(h, _)| TaskRef(h.clone()))
+            .map(|(t, _)| t.clone())
             .collect()
     }
 
     /// Every unfinished task, finalizers included.
     pub(crate) fn unfinished_refs(&self) -> Vec<TaskRef> {
-        self.unfinished().map(|(h, _)| TaskRef(h.clone())).collect()
+        self.unfinished().map(|(t, _)| t.clone()).collect()
     }
 
     /// The number of tasks registered.
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.headers().count()
+        self.tasks().count()
     }
 }
 
@@ -111,63 +113,61 @@ impl Registry {
 mod tests {
     use super::*;
     use crate::executor::Executor;
+    use crate::header::{Header, MainHeader};
 
-    fn header() -> Arc<Header> {
-        Header::new(
-            None,
-            std::panic::Location::caller(),
-            Executor::new().inbox(),
-        )
+    fn task() -> TaskRef {
+        let owner = Executor::new().inbox().owner();
+        MainHeader::new(Header::new(None, std::panic::Location::caller(), owner)).task_ref()
     }
 
     #[test]
     fn freed_slots_are_reused_last_freed_first() {
         let mut registry = Registry::default();
-        let slots: Vec<usize> = (0..4).map(|_| registry.insert(&header(), true)).collect();
+        let slots: Vec<usize> = (0..4).map(|_| registry.insert(task(), true)).collect();
         assert_eq!(slots, [0, 1, 2, 3]);
         registry.remove(1);
         registry.remove(3);
         assert_eq!(registry.len(), 2);
         assert_eq!(
-            registry.insert(&header(), true),
+            registry.insert(task(), true),
             3,
             "the last freed slot first"
         );
         assert_eq!(
-            registry.insert(&header(), true),
+            registry.insert(task(), true),
             1,
             "then the one freed before it"
         );
-        assert_eq!(registry.insert(&header(), true), 4, "then a new slot");
+        assert_eq!(registry.insert(task(), true), 4, "then a new slot");
         assert_eq!(registry.len(), 5);
     }
 
     #[test]
     fn removing_twice_or_out_of_range_changes_nothing() {
         let mut registry = Registry::default();
-        let a = registry.insert(&header(), true);
+        let a = registry.insert(task(), true);
         registry.remove(a);
         registry.remove(a);
         registry.remove(99);
-        assert_eq!(registry.insert(&header(), true), a);
-        assert_eq!(registry.insert(&header(), true), 1);
+        assert_eq!(registry.insert(task(), true), a);
+        assert_eq!(registry.insert(task(), true), 1);
     }
 
     #[test]
     fn pending_leaves_out_finished_and_uncancellable_tasks() {
         let mut registry = Registry::default();
-        let (done, finalizer, open) = (header(), header(), header());
-        registry.insert(&done, true);
-        registry.insert(&finalizer, false);
-        registry.insert(&open, true);
-        done.finish();
+        let (done, finalizer, open) = (task(), task(), task());
+        registry.insert(done.clone(), true);
+        registry.insert(finalizer.clone(), false);
+        registry.insert(open.clone(), true);
+        done.header().finish();
         let pending: Vec<u64> = registry.pending().iter().map(|t| t.info().id()).collect();
-        assert_eq!(pending, [open.id]);
+        assert_eq!(pending, [open.info().id()]);
         assert!(registry.has_pending());
         assert_eq!(registry.unfinished_refs().len(), 2);
         assert!(!registry.all_finished());
-        finalizer.finish();
-        open.finish();
+        finalizer.header().finish();
+        open.header().finish();
         assert!(registry.all_finished() && !registry.has_pending());
     }
 }

@@ -7,13 +7,13 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::executor::Executor;
-use crate::queue::{Inbox, Job};
+use crate::header::TaskRef;
+use crate::post::{Job, Post};
+use crate::queue::Inbox;
 use crate::report::{write_to_stderr, ExceptionContext, TaskInfo};
-use crate::task::header::{Header, TaskRef};
 use crate::task::registry::{Registry, Slot};
 
 /// An async cleanup: a dropped `defer` guard, a closing generator or stream.
@@ -195,13 +195,12 @@ pub(crate) fn is_closing() -> bool {
 
 /// A task spawned from another thread joins the registry at its first poll; during close it is
 /// cancelled straight away.
-pub(crate) fn register_remote(header: &Arc<Header>) -> Slot {
+pub(crate) fn register_remote(task: TaskRef) -> Slot {
     with_current(|s| {
-        let index = s.tasks.borrow_mut().insert(header, true);
         if s.closing.get() {
-            TaskRef(header.clone()).cancel();
+            task.cancel();
         }
-        Slot::At(index)
+        Slot::At(s.tasks.borrow_mut().insert(task, true))
     })
     .unwrap_or(Slot::Never)
 }
@@ -214,7 +213,7 @@ pub(crate) fn deregister(index: usize) {
 
 /// Report `ctx` on the running loop, else on the loop `owner` (posted to its thread), else to
 /// stderr.
-pub(crate) fn report(owner: Option<&Inbox>, ctx: ExceptionContext) {
+pub(crate) fn report(owner: Option<&dyn Post>, ctx: ExceptionContext) {
     if let Some(scope) = current() {
         scope.report(ctx);
         return;
@@ -224,8 +223,8 @@ pub(crate) fn report(owner: Option<&Inbox>, ctx: ExceptionContext) {
         None => write_to_stderr(&ctx),
     });
     match owner {
-        Some(inbox) => {
-            if let Err(job) = inbox.post(job) {
+        Some(owner) => {
+            if let Err(job) = owner.post(job) {
                 job();
             }
         }

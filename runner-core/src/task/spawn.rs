@@ -7,10 +7,10 @@ use std::panic::Location;
 use std::rc::Rc;
 
 use crate::context::Context;
+use crate::header::{Header, Runnable, TaskRef};
 use crate::queue::Inbox;
-use crate::task::future::TaskFuture;
+use crate::task::future::{Home, TaskFuture};
 use crate::task::handle::{Output, Task};
-use crate::task::header::{Header, TaskRef};
 use crate::task::registry::Slot;
 use crate::task::scope::{self, Cleanup, Scope};
 
@@ -53,13 +53,43 @@ where
     F: Future + 'static,
     F::Output: 'static,
 {
-    let header = Header::new(None, at, scope.inbox.clone());
+    let header = Header::new(None, at, scope.inbox.owner());
     if scope.is_closed() {
-        return Task::cancelled(header);
+        let (runnable, task) = scope.executor.spawn(header, |header| {
+            TaskFuture::new(fut, Home::spawned(header), Context::new(), Slot::Never)
+        });
+        return never_run(runnable, task);
     }
-    let index = scope.tasks.borrow_mut().insert(&header, cancellable);
-    let fut = TaskFuture::new(fut, header.clone(), Context::current(), Slot::At(index));
-    Task::new(scope.executor.spawn(fut), header)
+    // The future knows its registry slot; the entry needs the task's waker, which exists once
+    // the task does. Nothing in between spawns, so the slot is still the next one.
+    let index = scope.tasks.borrow().next_index();
+    let ctx = Context::current();
+    let (runnable, task) = scope.executor.spawn(header, |header| {
+        TaskFuture::new(fut, Home::spawned(header), ctx, Slot::At(index))
+    });
+    let me = task_ref(&runnable, &task);
+    let inserted = scope.tasks.borrow_mut().insert(me.clone(), cancellable);
+    debug_assert_eq!(inserted, index);
+    runnable.schedule();
+    Task::new(task, me)
+}
+
+/// A handle to the task that `runnable` runs and `task` awaits.
+fn task_ref<T>(runnable: &Runnable, task: &async_task::Task<T, Header>) -> TaskRef {
+    // SAFETY: the runnable's waker holds a reference to the task's allocation, whose metadata
+    // is the header.
+    #[allow(unsafe_code)]
+    unsafe {
+        TaskRef::new(task.metadata(), runnable.waker())
+    }
+}
+
+/// A task spawned on a closed loop: cancelled at once, its future dropped without being polled.
+fn never_run<T>(runnable: Runnable, task: async_task::Task<Option<Output<T>>, Header>) -> Task<T> {
+    let me = task_ref(&runnable, &task);
+    me.cancel_for_interrupt();
+    drop(runnable);
+    Task::new(task, me)
 }
 
 /// Run a cleanup that belongs to no task as a task of its own: close waits for it instead of
@@ -83,15 +113,27 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let header = Header::new(None, at, inbox.clone());
+    let header = Header::new(None, at, inbox.owner());
     if inbox.is_closed() {
-        return Task::cancelled(header);
+        let (runnable, task) = inbox.spawn(header, |header| {
+            TaskFuture::new(fut, Home::spawned(header), Context::new(), Slot::Never)
+        });
+        return never_run(runnable, task);
     }
-    let fut = TaskFuture::new(fut, header.clone(), Context::current(), Slot::OnFirstPoll);
-    Task::new(inbox.spawn(fut), header)
+    let ctx = Context::current();
+    let (runnable, task) = inbox.spawn(header, |header| {
+        TaskFuture::new(fut, Home::spawned(header), ctx, Slot::OnFirstPoll)
+    });
+    let me = task_ref(&runnable, &task);
+    runnable.schedule();
+    Task::new(task, me)
 }
 
-/// A blocking job run as a task on a pool thread: `submit` hands its future to the pool.
+/// A task's future, as a pool builds it from the header it keeps in the task's allocation.
+pub(crate) type MakeJob<F> = Box<dyn FnOnce(&Header) -> TaskFuture<BlockingJob<F>>>;
+
+/// A blocking job run as a task on a pool thread: `submit` gives the pool the header and the
+/// function that builds the job's future from it.
 pub(crate) fn spawn_blocking<F, T, S>(
     inbox: &Inbox,
     f: F,
@@ -102,11 +144,21 @@ pub(crate) fn spawn_blocking<F, T, S>(
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
-    S: FnOnce(TaskFuture<BlockingJob<F>>) -> async_task::Task<Option<Output<T>>>,
+    S: FnOnce(Header, MakeJob<F>) -> (Runnable, async_task::Task<Option<Output<T>>, Header>),
 {
-    let header = Header::new(None, at, inbox.clone());
-    let job = TaskFuture::new(BlockingJob(Some(f)), header.clone(), ctx, Slot::Never);
-    Task::new(submit(job), header)
+    let header = Header::new(None, at, inbox.owner());
+    let make: MakeJob<F> = Box::new(move |header| {
+        TaskFuture::new(
+            BlockingJob(Some(f)),
+            Home::spawned(header),
+            ctx,
+            Slot::Never,
+        )
+    });
+    let (runnable, task) = submit(header, make);
+    let me = task_ref(&runnable, &task);
+    runnable.schedule();
+    Task::new(task, me)
 }
 
 /// A blocking closure as a future that completes in its first poll.
@@ -135,9 +187,8 @@ pub(crate) fn main_task<F: Future>(
     at: &'static Location<'static>,
     owner: Inbox,
 ) -> (TaskFuture<F>, TaskRef) {
-    let header = Header::new(Some("main"), at, owner);
-    let task = TaskRef(header.clone());
-    (TaskFuture::new(fut, header, ctx, Slot::Never), task)
+    let (home, task) = Home::main(Header::new(Some("main"), at, owner.owner()));
+    (TaskFuture::new(fut, home, ctx, Slot::Never), task)
 }
 
 /// How a main task ended.
@@ -154,7 +205,7 @@ pub(crate) enum MainEnd<T> {
 pub(crate) fn main_end<T>(output: Option<Output<T>>, main: &TaskRef) -> MainEnd<T> {
     match output.and_then(Output::into_inner) {
         Some(value) => MainEnd::Returned(value),
-        None => match main.0.take_panic() {
+        None => match main.header().take_panic() {
             Some(payload) => MainEnd::Panicked(payload),
             None => MainEnd::Cancelled {
                 by_code: main.is_cancelled_by_code(),
