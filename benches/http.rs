@@ -25,28 +25,34 @@ use hyper::{Request, Response};
 
 const CONNECTIONS: usize = 32;
 
+/// Threads of the multi-thread servers: runner's workers, smol's `Executor`, tokio's runtime.
+const THREADS: usize = 2;
+
 async fn hello(_: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(Response::new(Full::new(Bytes::from_static(b"hello\n"))))
 }
 
-/// The CPU time this thread has used.
-fn thread_cpu_time() -> Duration {
+/// The CPU time `clock` (this thread's, or the whole process's) has used.
+fn cpu_time(clock: libc::clockid_t) -> Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes one timespec into the valid, exclusively borrowed `ts`.
     #[allow(unsafe_code)]
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime");
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-/// A server running on its own thread until told to stop; its CPU time.
+/// A server running on its own thread (and the threads it starts) until told to stop. Its CPU
+/// time is the process's, less the client thread's: the multi-thread servers' work is spread
+/// over threads of their own.
 struct Server {
     addr: SocketAddr,
     stop: async_channel::Sender<()>,
-    thread: std::thread::JoinHandle<Duration>,
+    thread: std::thread::JoinHandle<()>,
+    cpu_before: Duration,
 }
 
 impl Server {
@@ -64,36 +70,63 @@ impl Server {
         let thread = std::thread::spawn(move || {
             let run = serve(listener, stopped);
             ready.send(()).expect("the bench waits for the server");
-            let before = thread_cpu_time();
             run();
-            thread_cpu_time() - before
         });
         is_ready.recv().expect("the server thread starts");
-        Server { addr, stop, thread }
+        let cpu_before = cpu_time(libc::CLOCK_PROCESS_CPUTIME_ID);
+        Server {
+            addr,
+            stop,
+            thread,
+            cpu_before,
+        }
     }
 
-    fn finish(self) -> Duration {
+    /// Stop the server; the process's CPU time since it started, less `client_cpu`.
+    fn finish(self, client_cpu: Duration) -> Duration {
         let _ = self.stop.send_blocking(());
-        self.thread.join().expect("the server thread ends")
+        self.thread.join().expect("the server thread ends");
+        let used = cpu_time(libc::CLOCK_PROCESS_CPUTIME_ID) - self.cpu_before;
+        used.saturating_sub(client_cpu)
     }
 }
 
 /// runner: the accept loop is the main task; each connection a task.
 fn runner_server(listener: TcpListener, stop: async_channel::Receiver<()>) -> impl FnOnce() {
+    runner_server_on(None, listener, stop)
+}
+
+/// runner with `THREADS` workers: each connection a `spawn_send` task on the pool.
+fn runner_workers(listener: TcpListener, stop: async_channel::Receiver<()>) -> impl FnOnce() {
+    runner_server_on(Some(THREADS), listener, stop)
+}
+
+fn runner_server_on(
+    workers: Option<usize>,
+    listener: TcpListener,
+    stop: async_channel::Receiver<()>,
+) -> impl FnOnce() {
     move || {
-        runner::Runner::builder()
-            .debug(false)
+        let mut builder = runner::Runner::builder().debug(false);
+        if let Some(n) = workers {
+            builder = builder.workers(n);
+        }
+        builder
             .run(async move {
                 let listener = Async::new(listener).expect("a non-blocking listener");
                 let accept = async {
                     loop {
                         let (stream, _) = listener.accept().await.expect("accept");
                         let io = smol_hyper::rt::FuturesIo::new(stream);
-                        drop(runner::spawn(async move {
+                        let serve = async move {
                             let _ = http1::Builder::new()
                                 .serve_connection(io, service_fn(hello))
                                 .await;
-                        }));
+                        };
+                        match workers {
+                            Some(_) => drop(runner::spawn_send(serve)),
+                            None => drop(runner::spawn(serve)),
+                        }
                     }
                 };
                 accept
@@ -133,13 +166,72 @@ fn smol_server(listener: TcpListener, stop: async_channel::Receiver<()>) -> impl
     }
 }
 
+/// smol's multi-thread `Executor` on `THREADS` threads (as smol-macros runs it), the accept
+/// loop on the first.
+fn smol_executor(listener: TcpListener, stop: async_channel::Receiver<()>) -> impl FnOnce() {
+    move || {
+        let ex = std::sync::Arc::new(async_executor::Executor::new());
+        let (quit, quitting) = async_channel::bounded::<()>(1);
+        let helpers: Vec<_> = (1..THREADS)
+            .map(|_| {
+                let (ex, quitting) = (ex.clone(), quitting.clone());
+                std::thread::spawn(move || {
+                    async_io::block_on(ex.run(async {
+                        let _ = quitting.recv().await;
+                    }))
+                })
+            })
+            .collect();
+        async_io::block_on(ex.run(async {
+            let listener = Async::new(listener).expect("a non-blocking listener");
+            let accept = async {
+                loop {
+                    let (stream, _) = listener.accept().await.expect("accept");
+                    let io = smol_hyper::rt::FuturesIo::new(stream);
+                    ex.spawn(async move {
+                        let _ = http1::Builder::new()
+                            .serve_connection(io, service_fn(hello))
+                            .await;
+                    })
+                    .detach();
+                }
+            };
+            accept
+                .or(async {
+                    let _ = stop.recv().await;
+                })
+                .await;
+        }));
+        quit.close();
+        for helper in helpers {
+            helper.join().expect("a smol executor thread ends");
+        }
+    }
+}
+
 /// tokio's current-thread runtime, with hyper-util's adapter for tokio's sockets.
 fn tokio_server(listener: TcpListener, stop: async_channel::Receiver<()>) -> impl FnOnce() {
+    tokio_server_on(
+        tokio::runtime::Builder::new_current_thread(),
+        listener,
+        stop,
+    )
+}
+
+/// tokio's multi-thread runtime on `THREADS` worker threads.
+fn tokio_multi(listener: TcpListener, stop: async_channel::Receiver<()>) -> impl FnOnce() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(THREADS);
+    tokio_server_on(builder, listener, stop)
+}
+
+fn tokio_server_on(
+    mut builder: tokio::runtime::Builder,
+    listener: TcpListener,
+    stop: async_channel::Receiver<()>,
+) -> impl FnOnce() {
     move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a tokio runtime");
+        let rt = builder.enable_all().build().expect("a tokio runtime");
         rt.block_on(async move {
             listener.set_nonblocking(true).expect("non-blocking");
             let listener = tokio::net::TcpListener::from_std(listener).expect("a tokio listener");
@@ -166,7 +258,7 @@ fn tokio_server(listener: TcpListener, stop: async_channel::Receiver<()>) -> imp
 /// connection, from one client thread; the wall time. The client runs on a tokio current-thread
 /// runtime of its own: it shares no reactor with any of the servers (runner and raw smol use
 /// async-io's, the tokio server its own runtime's).
-fn load(addr: SocketAddr, requests: usize) -> Duration {
+fn load(addr: SocketAddr, requests: usize) -> (Duration, Duration) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
     let per_connection = (requests / CONNECTIONS).max(1);
@@ -175,7 +267,8 @@ fn load(addr: SocketAddr, requests: usize) -> Duration {
             .enable_all()
             .build()
             .expect("the client's runtime");
-        rt.block_on(async move {
+        let cpu_before = cpu_time(libc::CLOCK_THREAD_CPUTIME_ID);
+        let took = rt.block_on(async move {
             let started = Instant::now();
             let connections: Vec<_> = (0..CONNECTIONS.min(requests))
                 .map(|_| {
@@ -204,7 +297,8 @@ fn load(addr: SocketAddr, requests: usize) -> Duration {
                 connection.await.expect("a client connection finishes");
             }
             started.elapsed()
-        })
+        });
+        (took, cpu_time(libc::CLOCK_THREAD_CPUTIME_ID) - cpu_before)
     })
     .join()
     .expect("the client thread finishes")
@@ -230,10 +324,17 @@ fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(if benching { 64_000 } else { CONNECTIONS });
-    let all: [(&str, ServerFn); 3] = [
+    let all: [(&str, ServerFn); 6] = [
         ("runner", |l, s| Box::new(runner_server(l, s))),
         ("raw smol", |l, s| Box::new(smol_server(l, s))),
         ("tokio current-thread", |l, s| Box::new(tokio_server(l, s))),
+        ("runner, 2 workers", |l, s| Box::new(runner_workers(l, s))),
+        ("smol Executor, 2 threads", |l, s| {
+            Box::new(smol_executor(l, s))
+        }),
+        ("tokio multi-thread, 2 workers", |l, s| {
+            Box::new(tokio_multi(l, s))
+        }),
     ];
     // `HTTP_SERVERS=runner` (names separated by commas) keeps only those servers, to profile one.
     let only = std::env::var("HTTP_SERVERS").unwrap_or_default();
@@ -248,8 +349,8 @@ fn main() {
         for k in 0..servers.len() {
             let i = (round + k) % servers.len();
             let server = Server::start(servers[i].1);
-            let took = load(server.addr, requests);
-            let cpu_time = server.finish();
+            let (took, client_cpu) = load(server.addr, requests);
+            let cpu_time = server.finish(client_cpu);
             let served = (requests / CONNECTIONS).max(1) * CONNECTIONS.min(requests);
             rps[i].push(served as f64 / took.as_secs_f64());
             cpu[i].push(cpu_time.as_secs_f64() * 1e6 / served as f64);
@@ -273,14 +374,21 @@ fn main() {
             ratio(&cpu, i, 0),
         );
     }
-    if servers.len() == 3 {
-        println!(
-            "\nrunner/raw smol: req/s {:.2}, CPU per request {:.2}; runner/tokio: req/s {:.2}, \
-             CPU per request {:.2}",
-            ratio(&rps, 0, 1),
-            ratio(&cpu, 0, 1),
-            ratio(&rps, 0, 2),
-            ratio(&cpu, 0, 2)
-        );
+    let index = |name: &str| servers.iter().position(|(n, _)| *n == name);
+    let pairs = [
+        ("runner", "raw smol"),
+        ("runner", "tokio current-thread"),
+        ("runner, 2 workers", "smol Executor, 2 threads"),
+        ("runner, 2 workers", "tokio multi-thread, 2 workers"),
+    ];
+    println!();
+    for (a, b) in pairs {
+        if let (Some(i), Some(j)) = (index(a), index(b)) {
+            println!(
+                "{a} / {b}: req/s {:.2}, CPU per request {:.2}",
+                ratio(&rps, i, j),
+                ratio(&cpu, i, j)
+            );
+        }
     }
 }

@@ -165,6 +165,72 @@ fn workloads(scale: usize) -> Vec<Workload> {
             })),
         },
         Workload {
+            name: "spawn 10,000 Send tasks on 2 worker threads and join them (raw: async_executor::Executor, tokio: multi-thread)",
+            size: n(10_000),
+            unit: "task",
+            runner: Box::new(|size| {
+                runner::Runner::builder()
+                    .debug(false)
+                    .workers(2)
+                    .run(async move {
+                        // The pool starts with the run; let its threads come up first.
+                        runner::spawn_send(async {}).await.expect("warm-up");
+                        let t = Instant::now();
+                        let tasks: Vec<_> = (0..size)
+                            .map(|i| runner::spawn_send(async move { i }))
+                            .collect();
+                        for t in tasks {
+                            black_box(t.await.expect("task"));
+                        }
+                        t.elapsed()
+                    })
+                    .expect("the runner runs")
+            }),
+            raw: Some(Box::new(|size| {
+                let ex = std::sync::Arc::new(async_executor::Executor::new());
+                let (quit, quitting) = async_channel::bounded::<()>(1);
+                let threads: Vec<_> = (0..2)
+                    .map(|_| {
+                        let (ex, quitting) = (ex.clone(), quitting.clone());
+                        std::thread::spawn(move || {
+                            async_io::block_on(ex.run(async {
+                                let _ = quitting.recv().await;
+                            }))
+                        })
+                    })
+                    .collect();
+                let took = async_io::block_on(async {
+                    ex.spawn(async {}).await;
+                    let t = Instant::now();
+                    let tasks: Vec<_> = (0..size).map(|i| ex.spawn(async move { i })).collect();
+                    for t in tasks {
+                        black_box(t.await);
+                    }
+                    t.elapsed()
+                });
+                quit.close();
+                for thread in threads {
+                    thread.join().expect("an executor thread ends");
+                }
+                took
+            })),
+            tokio: Some(Box::new(|size| {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .build()
+                    .expect("a tokio runtime");
+                rt.block_on(async move {
+                    tokio::spawn(async {}).await.expect("warm-up");
+                    let t = Instant::now();
+                    let tasks: Vec<_> = (0..size).map(|i| tokio::spawn(async move { i })).collect();
+                    for t in tasks {
+                        black_box(t.await.expect("task"));
+                    }
+                    t.elapsed()
+                })
+            })),
+        },
+        Workload {
             name: "one task yielding 100,000 times",
             size: n(100_000),
             unit: "yield",

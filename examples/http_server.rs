@@ -3,6 +3,8 @@
 //! ```sh
 //! cargo run --example http_server                 # listens on 127.0.0.1:8080
 //! cargo run --example http_server -- 0 5000       # any free port, 5 s grace period
+//! cargo run --example http_server -- 8080 5000 4  # connections served by 4 worker threads
+//! cargo run --example http_server -- 8080 5000 auto  # one worker per core
 //! curl http://127.0.0.1:8080/                     # "hello"
 //! curl http://127.0.0.1:8080/slow                 # "hello", after a second
 //! ```
@@ -14,6 +16,10 @@
 //! shutdown: the requests in flight get their responses, then the connection closes. Once
 //! `main` and its cleanup are done, the runner closes and the process ends as killed by SIGINT
 //! (status 130 in a shell). A second Ctrl-C gets out at once.
+//!
+//! With a workers argument, each connection is a `runner::spawn_send` task on the worker pool
+//! (the accept loop stays on the main thread); without one, a `runner::spawn` task on the main
+//! thread. The code is the same: `spawn_send` runs on the loop thread when there is no pool.
 
 use std::cell::RefCell;
 use std::convert::Infallible;
@@ -31,12 +37,27 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use smol_hyper::rt::FuturesIo;
 
-#[runner::main]
-async fn main() -> std::io::Result<()> {
+fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
     let port: u16 = args.next().and_then(|p| p.parse().ok()).unwrap_or(8080);
     let grace = Duration::from_millis(args.next().and_then(|g| g.parse().ok()).unwrap_or(5000));
+    let workers = match args.next().as_deref() {
+        None => None,
+        Some("auto") => Some(runner::available_workers()),
+        Some(n) => Some(n.parse().unwrap_or(1)),
+    };
+    // What #[runner::main(workers = N)] expands to, with N from the command line.
+    let mut builder = runner::Runner::builder();
+    if let Some(n) = workers {
+        builder = builder.workers(n);
+    }
+    match builder.run(serve_until_ctrl_c(port, grace)) {
+        Ok(result) => result,
+        Err(err) => err.exit(),
+    }
+}
 
+async fn serve_until_ctrl_c(port: u16, grace: Duration) -> std::io::Result<()> {
     let listener = Async::<TcpListener>::bind(([127, 0, 0, 1], port))?;
     println!("listening on {}", listener.get_ref().local_addr()?);
 
@@ -59,7 +80,7 @@ async fn main() -> std::io::Result<()> {
 
     loop {
         let (stream, _) = listener.accept().await?;
-        let task = runner::spawn(serve(stream));
+        let task = runner::spawn_send(serve(stream));
         let mut open = connections.borrow_mut();
         open.retain(|t| !t.is_finished());
         open.push(task);

@@ -151,6 +151,24 @@ mod child {
         }
     }
 
+    /// A pool task's `Send` value whose destructor leaves an async cleanup that says which
+    /// thread ran it.
+    struct PoolGoodbye(u32);
+
+    impl Drop for PoolGoodbye {
+        fn drop(&mut self) {
+            let i = self.0;
+            drop(runner::defer(async move {
+                runner::sleep(Duration::from_millis(2)).await;
+                let on = std::thread::current().name().unwrap_or("?").to_owned();
+                say(format!(
+                    "pool cleanup {i} ran on {}",
+                    on.trim_end_matches(char::is_numeric)
+                ));
+            }));
+        }
+    }
+
     pub fn run(name: &str) {
         match name {
             "macro_ctrl_c_while_joining_stuck_thread" => {
@@ -204,6 +222,45 @@ mod child {
                 let runner = Runner::new();
                 let result = runner.run(sleep_with_cleanup());
                 say(format!("run returned {result:?}"));
+                runner.close();
+                if let Err(err) = result {
+                    err.exit();
+                }
+            }
+            // Issue 15: one Ctrl-C with pool tasks pending on two workers: close cancels them,
+            // their async cleanups run on their workers, and the process ends killed by SIGINT.
+            "pool_tasks_interrupted" => {
+                let runner = Runner::builder().workers(2).build();
+                let result = runner.run(async {
+                    for i in 0..4 {
+                        drop(runner::spawn_send(async move {
+                            let _goodbye = PoolGoodbye(i);
+                            std::future::pending::<()>().await;
+                        }));
+                    }
+                    runner::sleep(Duration::from_millis(20)).await;
+                    say("ready");
+                    runner::sleep(LONG).await;
+                });
+                runner.close();
+                if let Err(err) = result {
+                    err.exit();
+                }
+            }
+            // Issue 15: a worker stuck in a busy loop; the first Ctrl-C cannot finish close
+            // (the stuck task never reaches a scheduling point), the second ends the process.
+            "pool_worker_spins" => {
+                let runner = Runner::builder().workers(2).build();
+                let result = runner.run(async {
+                    drop(runner::spawn_send(async {
+                        say("ready");
+                        let mut n = 0_u64;
+                        loop {
+                            n = std::hint::black_box(n.wrapping_add(1));
+                        }
+                    }));
+                    runner::sleep(LONG).await;
+                });
                 runner.close();
                 if let Err(err) = result {
                     err.exit();
@@ -549,6 +606,54 @@ mod driver {
         check(
             index_of(&out, "deferred cleanup ran").is_some(),
             "the async cleanup ran",
+            &out,
+            &err,
+        )
+    }
+
+    fn pool_tasks_interrupted() -> Result<(), String> {
+        let (out, err) = one_ctrl_c_ends_killed(
+            "pool_tasks_interrupted",
+            "the process ends killed by SIGINT (signal 2)",
+        )?;
+        let ran = out
+            .iter()
+            .filter(|l| l.starts_with("pool cleanup ") && l.ends_with(" ran on runner-worker-"))
+            .count();
+        check(
+            ran == 4,
+            "all four pool tasks' cleanups ran, on workers",
+            &out,
+            &err,
+        )
+    }
+
+    fn pool_worker_spins() -> Result<(), String> {
+        let mut child = Child::start("pool_worker_spins")?;
+        child.expect_line("ready")?;
+        child.sigint()?;
+        std::thread::sleep(Duration::from_millis(300));
+        if !child.still_running() {
+            let (_, out, err) = child.finish()?;
+            return check(false, "close waits for the stuck pool task", &out, &err);
+        }
+        let second = Instant::now();
+        child.sigint()?;
+        let (status, out, err) = child.finish()?;
+        let took = second.elapsed();
+        println!(
+            "    issue 15: second Ctrl-C with a worker stuck in a busy loop: {:.0} ms (target < 500 ms)",
+            took.as_secs_f64() * 1000.0
+        );
+        check(
+            killed_by_sigint(status),
+            "the second Ctrl-C ends the process",
+            &out,
+            &err,
+        )?;
+        check(
+            took < Duration::from_secs(5),
+            "within 10x the half-second target",
             &out,
             &err,
         )
@@ -993,6 +1098,11 @@ mod driver {
             ),
             ("r6_6_process_ends_killed_by_sigint", sleep_interrupted_exit),
             ("r6_3_second_ctrl_c_ends_stuck_loop", spin),
+            (
+                "issue15_ctrl_c_runs_pool_cleanups_and_ends_killed",
+                pool_tasks_interrupted,
+            ),
+            ("issue15_second_ctrl_c_ends_stuck_worker", pool_worker_spins),
             (
                 "r6_3_second_ctrl_c_returns_from_hung_cleanup",
                 cleanup_hangs,

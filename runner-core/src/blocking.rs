@@ -27,6 +27,38 @@ use futures_lite::FutureExt;
 use crate::header::{Header, Runnable};
 use crate::lock::lock;
 
+/// A `Send` handle to a loop's pool. Once the pool is shut down, jobs are cancelled at once.
+#[derive(Clone)]
+pub(crate) struct BlockingHandle(Arc<Pool>);
+
+impl BlockingHandle {
+    /// See [`DefaultExecutor::spawn`].
+    pub(crate) fn spawn<F, Fut>(
+        &self,
+        header: Header,
+        make: F,
+        at: &'static Location<'static>,
+    ) -> (Runnable, async_task::Task<Fut::Output, Header>)
+    where
+        F: FnOnce(&Header) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        let pool = self.0.clone();
+        let busy = pool.clone();
+        let job = move |header: &Header| {
+            let job = make(header);
+            async move {
+                let _busy = busy.busy(at);
+                job.await
+            }
+        };
+        async_task::Builder::new()
+            .metadata(header)
+            .spawn(job, move |r| pool.submit(r))
+    }
+}
+
 /// The loop's side: the pool, created on first use.
 pub(crate) struct DefaultExecutor {
     max_threads: usize,
@@ -62,22 +94,17 @@ impl DefaultExecutor {
                  once the loop's default executor is shut down (the runner is closing)"
             );
         }
+        self.handle().spawn(header, make, at)
+    }
+
+    /// The `Send` way onto the pool (starting it), for worker threads' `to_thread`.
+    pub(crate) fn handle(&self) -> BlockingHandle {
         let pool = self
             .pool
             .borrow_mut()
             .get_or_insert_with(|| Arc::new(Pool::new(self.max_threads)))
             .clone();
-        let busy = pool.clone();
-        let job = move |header: &Header| {
-            let job = make(header);
-            async move {
-                let _busy = busy.busy(at);
-                job.await
-            }
-        };
-        async_task::Builder::new()
-            .metadata(header)
-            .spawn(job, move |r| pool.submit(r))
+        BlockingHandle(pool)
     }
 
     /// The jobs running now: where each was started from, and for how long it has run.

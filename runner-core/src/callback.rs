@@ -246,7 +246,7 @@ pub(crate) fn run_callback(f: impl FnOnce(), scheduled_at: Option<&Location<'_>>
     if let (Some(threshold), Some(started)) = (threshold, started) {
         let took = started.elapsed();
         if took >= threshold {
-            scope::report_slow(&describe(), took, None);
+            scope::report_slow(&describe(), took, None, None);
         }
     }
 }

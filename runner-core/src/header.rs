@@ -139,7 +139,7 @@ impl TaskRef {
     ///
     /// # Safety
     /// `waker` must keep `header` alive: it holds a reference to the allocation `header` lives
-    /// in (a spawned task's waker and its metadata; a [`MainHeader`]'s waker and its header).
+    /// in (a spawned task's waker and its metadata; an [`OwnedHeader`]'s waker and its header).
     #[allow(unsafe_code)]
     pub(crate) unsafe fn new(header: &Header, waker: Waker) -> TaskRef {
         TaskRef {
@@ -151,7 +151,7 @@ impl TaskRef {
     #[inline]
     pub(crate) fn header(&self) -> &Header {
         // SAFETY: `keep` holds a reference to the allocation the header lives in (`new`'s
-        // contract), and async-task (or the `MainHeader`'s `Arc`) drops the header only when the
+        // contract), and async-task (or the `OwnedHeader`'s `Arc`) drops the header only when the
         // last reference is gone.
         #[allow(unsafe_code)]
         unsafe {
@@ -233,17 +233,17 @@ impl fmt::Debug for TaskRef {
     }
 }
 
-/// The header of a task that is not an async-task task (the main task of a run, polled by the
-/// run itself), in an allocation of its own. Its waker wakes whatever waker the task was last
-/// polled with.
-pub(crate) struct MainHeader {
+/// The header of a task whose future runs outside runner's own async-task allocations (the main
+/// task of a run, polled by the run itself; a task on the worker pool, which async-executor
+/// allocates), in an allocation of its own. Its waker wakes the waker the task is polled with.
+pub(crate) struct OwnedHeader {
     pub(crate) header: Header,
     waker: Mutex<Option<Waker>>,
 }
 
-impl MainHeader {
-    pub(crate) fn new(header: Header) -> Arc<MainHeader> {
-        Arc::new(MainHeader {
+impl OwnedHeader {
+    pub(crate) fn new(header: Header) -> Arc<OwnedHeader> {
+        Arc::new(OwnedHeader {
             header,
             waker: Mutex::new(None),
         })
@@ -268,7 +268,7 @@ impl MainHeader {
     }
 }
 
-impl Wake for MainHeader {
+impl Wake for OwnedHeader {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }

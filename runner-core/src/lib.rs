@@ -34,7 +34,7 @@
 //! 2. `header` (what every task's allocation carries, and `TaskRef`), then `queue`, `executor`,
 //!    `blocking`: running tasks and blocking jobs.
 //! 3. `task`: tasks, the per-loop scope they use, and async cleanup scheduling.
-//! 4. `defer`, `asyncgen`, `finalize`, `callback`, `signal`: built on tasks.
+//! 4. `defer`, `asyncgen`, `finalize`, `callback`, `signal`, `workers`: built on tasks.
 //! 5. `event_loop`: the loop.
 //! 6. `runner_options`, `runner`: `Runner` and `run`, Python's `runners.py`.
 
@@ -70,6 +70,7 @@ mod runner_options;
 mod signal;
 mod task;
 mod time;
+mod workers;
 
 pub use asyncgen::{AsyncGen, Yielder};
 pub use callback::CallbackHandle;
@@ -90,6 +91,7 @@ pub use task::current::current_task;
 pub use task::handle::Task;
 pub use task::spawn::spawn;
 pub use time::{sleep, timeout, yield_now};
+pub use workers::{available_workers, spawn_send};
 
 /// Used by the code `#[runner::main]` and `#[runner::test]` expand to; not part of the API.
 #[doc(hidden)]

@@ -53,6 +53,7 @@ enum State {
 pub struct Runner {
     state: Cell<State>,
     debug: Option<bool>,
+    workers: Option<usize>,
     loop_factory: Cell<Option<LoopFactory>>,
     executor_shutdown_timeout: Duration,
     event_loop: RefCell<Option<EventLoop>>,
@@ -137,6 +138,9 @@ impl Runner {
                 };
                 if let Some(debug) = self.debug {
                     lp.set_debug(debug);
+                }
+                if let Some(n) = self.workers {
+                    lp.want_workers(n);
                 }
                 *self.context.borrow_mut() = Context::current();
                 *self.event_loop.borrow_mut() = Some(lp.clone());
@@ -351,6 +355,7 @@ impl RunnerBuilder {
         Runner {
             state: Cell::new(State::Created),
             debug: self.debug,
+            workers: self.workers,
             loop_factory: Cell::new(self.loop_factory),
             executor_shutdown_timeout: self.executor_shutdown_timeout,
             event_loop: RefCell::new(None),

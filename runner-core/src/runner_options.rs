@@ -28,6 +28,7 @@ pub(crate) type LoopFactory = Box<dyn FnOnce() -> EventLoop>;
 /// ```
 pub struct RunnerBuilder {
     pub(crate) debug: Option<bool>,
+    pub(crate) workers: Option<usize>,
     pub(crate) loop_factory: Option<LoopFactory>,
     pub(crate) executor_shutdown_timeout: Duration,
 }
@@ -36,6 +37,7 @@ impl Default for RunnerBuilder {
     fn default() -> Self {
         RunnerBuilder {
             debug: None,
+            workers: None,
             loop_factory: None,
             executor_shutdown_timeout: DEFAULT_EXECUTOR_SHUTDOWN_TIMEOUT,
         }
@@ -46,6 +48,24 @@ impl RunnerBuilder {
     /// Debug mode on or off; never called means the global setting (`RUNNER_DEBUG`).
     pub fn debug(mut self, enabled: bool) -> Self {
         self.debug = Some(enabled);
+        self
+    }
+
+    /// Run [`spawn_send`](crate::spawn_send)'s tasks on a pool of `n` worker threads (at least
+    /// one; [`available_workers`](crate::available_workers) gives one per core), started at the
+    /// first run. Unset: one thread, every task on it. The main task and
+    /// [`spawn`](crate::spawn) stay on the runner's thread either way.
+    ///
+    /// ```
+    /// let cores = runner_core::available_workers();
+    /// let seen = runner_core::Runner::builder()
+    ///     .workers(cores)
+    ///     .run(async { runner_core::spawn_send(async { 1 + 1 }).await.unwrap() })
+    ///     .unwrap();
+    /// assert_eq!(seen, 2);
+    /// ```
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n.max(1));
         self
     }
 
@@ -69,6 +89,7 @@ impl fmt::Debug for RunnerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RunnerBuilder")
             .field("debug", &self.debug)
+            .field("workers", &self.workers)
             .field("loop_factory", &self.loop_factory.is_some())
             .field("executor_shutdown_timeout", &self.executor_shutdown_timeout)
             .finish()

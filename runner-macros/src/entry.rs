@@ -26,8 +26,10 @@ impl Kind {
 
     fn options(self) -> &'static str {
         match self {
-            Kind::Main => "`debug`, `loop_factory`, `shutdown_timeout` and `crate`",
-            Kind::Test => "`debug`, `loop_factory`, `shutdown_timeout`, `crate` and `timeout`",
+            Kind::Main => "`debug`, `loop_factory`, `shutdown_timeout`, `workers` and `crate`",
+            Kind::Test => {
+                "`debug`, `loop_factory`, `shutdown_timeout`, `workers`, `crate` and `timeout`"
+            }
         }
     }
 }
@@ -40,6 +42,13 @@ struct Config {
     timeout: Option<Timeout>,
     /// How long close waits for the default executor's threads, in milliseconds.
     shutdown_timeout: Option<u64>,
+    workers: Option<Workers>,
+}
+
+/// `workers = N` or `workers = "auto"`.
+enum Workers {
+    Count(u64),
+    Auto,
 }
 
 impl Default for Config {
@@ -50,6 +59,7 @@ impl Default for Config {
             crate_path: quote!(::runner),
             timeout: None,
             shutdown_timeout: None,
+            workers: None,
         }
     }
 }
@@ -188,6 +198,25 @@ fn parse_config(kind: Kind, args: TokenStream, errors: &mut Errors) -> Config {
                     "`shutdown_timeout` takes a string, like `shutdown_timeout = \"5s\"`",
                 ),
             },
+            ("workers", Meta::NameValue(nv)) => match lit(&nv.value) {
+                Some(Lit::Int(n)) => match n.base10_parse::<u64>() {
+                    Ok(0) | Err(_) => errors.push(
+                        &n,
+                        "`workers` takes a number of threads of at least 1, or \"auto\"",
+                    ),
+                    Ok(n) => config.workers = Some(Workers::Count(n)),
+                },
+                Some(Lit::Str(s)) if s.value() == "auto" => config.workers = Some(Workers::Auto),
+                _ => errors.push(
+                    &nv.value,
+                    "`workers` takes a number of threads or \"auto\" (one per core), like \
+                     `workers = 4` or `workers = \"auto\"`",
+                ),
+            },
+            ("workers", _) => errors.push(
+                &meta,
+                "`workers` takes a value, like `workers = 4` or `workers = \"auto\"`",
+            ),
             ("shutdown_timeout", _) => errors.push(
                 &meta,
                 "`shutdown_timeout` takes a string, like `shutdown_timeout = \"5s\"`",
@@ -358,6 +387,16 @@ fn expand(kind: Kind, mut func: ItemFn, config: &Config, shape: Shape) -> TokenS
     if let Some(ms) = config.shutdown_timeout {
         builder =
             quote!(#builder.executor_shutdown_timeout(::core::time::Duration::from_millis(#ms)));
+    }
+    match config.workers {
+        Some(Workers::Count(n)) => {
+            let n = n as usize;
+            builder = quote!(#builder.workers(#n));
+        }
+        Some(Workers::Auto) => {
+            builder = quote!(#builder.workers(#crate_path::available_workers()));
+        }
+        None => {}
     }
 
     func.sig.asyncness = None;

@@ -20,6 +20,7 @@ use std::fmt;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe, Location};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::blocking::DefaultExecutor;
@@ -31,6 +32,7 @@ use crate::report::{write_to_stderr, ExceptionContext};
 use crate::task::handle::Task;
 use crate::task::scope::{self, Scope};
 use crate::task::spawn::{spawn_blocking, spawn_on};
+use crate::workers::Workers;
 
 /// An exception handler.
 pub(crate) type Handler = Rc<dyn Fn(&EventLoop, &ExceptionContext)>;
@@ -45,6 +47,10 @@ pub(crate) struct LoopInner {
     pub(crate) handler: RefCell<Option<Handler>>,
     pub(crate) running: Cell<bool>,
     pub(crate) closed: Cell<bool>,
+    /// How many worker threads `workers(n)` asked for; started at the loop's first run.
+    pub(crate) workers_wanted: Cell<Option<usize>>,
+    /// The worker pool, once started.
+    pub(crate) workers: RefCell<Option<Arc<Workers>>>,
 }
 
 /// A cheap, cloneable handle to an event loop. `!Send`: it is bound to the thread that runs it.
@@ -139,6 +145,27 @@ impl EventLoop {
     /// The slow-poll threshold every poll reads: this loop's, in debug mode, else none.
     pub(crate) fn slow_poll_threshold(&self) -> Option<Duration> {
         self.debug().then(|| self.slow_callback_duration())
+    }
+
+    /// Ask for a pool of `n` worker threads (see [`LoopBuilder::workers`](crate::LoopBuilder::workers)),
+    /// if none was started yet.
+    pub(crate) fn want_workers(&self, n: usize) {
+        if self.inner.workers.borrow().is_none() {
+            self.inner.workers_wanted.set(Some(n.max(1)));
+        }
+    }
+
+    /// The worker pool, started now if it was asked for and the loop is open.
+    pub(crate) fn workers(&self) -> Option<Arc<Workers>> {
+        let mut workers = self.inner.workers.borrow_mut();
+        if workers.is_none() && !self.is_closed() {
+            if let Some(n) = self.inner.workers_wanted.take() {
+                let inbox = self.inner.scope.inbox.clone();
+                let blocking = self.inner.default_executor.handle();
+                *workers = Workers::start(n, inbox, blocking, self.slow_poll_threshold());
+            }
+        }
+        workers.clone()
     }
 
     /// Keep the thread's slow-poll threshold in step with this loop's settings while it runs.

@@ -45,6 +45,7 @@ pub struct LoopBuilder {
     max_blocking_threads: Option<usize>,
     handler: Option<Handler>,
     debug: Option<bool>,
+    workers: Option<usize>,
 }
 
 impl Default for LoopBuilder {
@@ -54,6 +55,7 @@ impl Default for LoopBuilder {
             max_blocking_threads: None,
             handler: None,
             debug: None,
+            workers: None,
         }
     }
 }
@@ -97,6 +99,24 @@ impl LoopBuilder {
         self
     }
 
+    /// Run [`spawn_send`](crate::spawn_send)'s tasks on a pool of `n` worker threads (at least
+    /// one), started when the loop first runs. Unset: no pool, every task on the loop's thread.
+    ///
+    /// ```
+    /// let lp = runner_core::EventLoop::builder().workers(2).build();
+    /// let on = lp.run_until_complete(async {
+    ///     runner_core::spawn_send(async { std::thread::current().name().map(str::to_owned) })
+    ///         .await
+    ///         .unwrap()
+    /// });
+    /// assert!(on.unwrap().unwrap().starts_with("runner-worker-"));
+    /// lp.close();
+    /// ```
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n.max(1));
+        self
+    }
+
     /// Build the loop. Nothing runs and no thread starts until it is used.
     pub fn build(self) -> EventLoop {
         let inner = Rc::new(LoopInner {
@@ -108,6 +128,8 @@ impl LoopBuilder {
             handler: RefCell::new(self.handler),
             running: Cell::new(false),
             closed: Cell::new(false),
+            workers_wanted: Cell::new(self.workers),
+            workers: RefCell::new(None),
         });
         // The scope's reports reach the handler; held weakly so the loop can be dropped.
         let weak = Rc::downgrade(&inner);

@@ -11,7 +11,8 @@ use crate::error::RunError;
 use crate::event_loop::api::EventLoop;
 use crate::task::handle::Task;
 use crate::task::scope::ScopeGuard;
-use crate::task::spawn::{main_end, main_task, MainEnd};
+use crate::task::spawn::{main_end, main_task, spawn_blocking, MainEnd};
+use crate::workers::{self, WorkersGuard};
 
 thread_local! {
     /// The loop running on this thread, if any: what makes a nested run refusable before
@@ -80,6 +81,7 @@ impl EventLoop {
 struct RunningGuard {
     lp: EventLoop,
     _scope: ScopeGuard,
+    _workers: WorkersGuard,
 }
 
 impl RunningGuard {
@@ -89,6 +91,7 @@ impl RunningGuard {
         RunningGuard {
             lp: lp.clone(),
             _scope: ScopeGuard::enter(&lp.inner.scope, lp.slow_poll_threshold()),
+            _workers: WorkersGuard::enter(lp.workers()),
         }
     }
 }
@@ -123,8 +126,15 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    match get_running_loop() {
-        Some(lp) => lp.spawn_blocking(f, Context::current(), Location::caller()),
+    let at = Location::caller();
+    if let Some(lp) = get_running_loop() {
+        return lp.spawn_blocking(f, Context::current(), at);
+    }
+    match workers::current() {
+        // A pool task: the loop's default executor, through its `Send` handle.
+        Some(pool) => spawn_blocking(pool.inbox(), f, Context::current(), at, |header, make| {
+            pool.blocking.spawn(header, make, at)
+        }),
         None => panic!(
             "runner::to_thread() was called outside a running event loop: call it from code \
              running inside runner::run(), Runner::run() or #[runner::main]"

@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use crate::event_loop::api::{EventLoop, LoopInner};
 use crate::header::TaskRef;
-use crate::report::{source_location, write_stderr, ExceptionContext};
-use crate::task::cleanup::run_now;
+use crate::report::{source_location, write_stderr, write_to_stderr, ExceptionContext};
+use crate::task::cleanup::{is_abandoning, run_now};
 use crate::task::scope::Cleanup;
+use crate::workers::JOIN_WAIT;
 
 /// How many times close cancels the tasks pending on the loop before it gives up on the ones
 /// still being spawned.
@@ -80,8 +81,14 @@ impl EventLoop {
     /// What each close step would wait for.
     pub(crate) fn close_work(&self) -> CloseWork {
         let scope = &self.inner.scope;
+        let pool_pending = self
+            .inner
+            .workers
+            .borrow()
+            .as_ref()
+            .is_some_and(|w| !w.pending().is_empty());
         CloseWork {
-            tasks: scope.tasks.borrow().has_pending(),
+            tasks: scope.tasks.borrow().has_pending() || pool_pending,
             asyncgens: scope
                 .asyncgens
                 .borrow()
@@ -102,9 +109,20 @@ impl EventLoop {
     /// being spawned during runner shutdown") and dropped when the loop closes.
     pub(crate) async fn cancel_all_tasks(&self) {
         let scope = &self.inner.scope;
+        let workers = self.inner.workers.borrow().clone();
+        let pending = || {
+            let mut pending = scope.tasks.borrow().pending();
+            if let Some(workers) = &workers {
+                pending.extend(workers.pending());
+            }
+            pending
+        };
         scope.closing.set(true);
+        if let Some(workers) = &workers {
+            workers.set_closing(true);
+        }
         for _ in 0..CANCEL_ROUNDS {
-            let pending = scope.tasks.borrow().pending();
+            let pending = pending();
             if pending.is_empty() {
                 break;
             }
@@ -115,7 +133,7 @@ impl EventLoop {
                 task.finished().await;
             }
         }
-        let left = scope.tasks.borrow().pending();
+        let left = pending();
         if let Some(first) = left.first() {
             let (n, was) = match left.len() {
                 1 => (1, "task was"),
@@ -131,6 +149,9 @@ impl EventLoop {
             );
         }
         scope.closing.set(false);
+        if let Some(workers) = &workers {
+            workers.set_closing(false);
+        }
     }
 
     /// What a run or close still waits for, one line each: unfinished tasks with their name and
@@ -146,6 +167,9 @@ impl EventLoop {
             .into_iter()
             .collect();
         tasks.extend(scope.tasks.borrow().unfinished_refs());
+        if let Some(workers) = &*self.inner.workers.borrow() {
+            tasks.extend(workers.pending());
+        }
         for task in tasks.iter().take(MOST_TASKS) {
             lines.push(task.info().to_string());
         }
@@ -213,6 +237,12 @@ impl EventLoop {
         let driver = self.inner.scope.inbox.close_jobs();
         self.inner.callbacks.clear();
         self.inner.default_executor.shutdown_nowait();
+        // The pool's tasks were cancelled and waited for by close's first step; its threads
+        // are stopped and joined (not after a second Ctrl-C), then what is left on it dropped.
+        if let Some(workers) = self.inner.workers.borrow_mut().take() {
+            let wait = (!is_abandoning()).then_some(JOIN_WAIT);
+            workers.stop(wait, |ctx| self.call_exception_handler(ctx));
+        }
         self.inner.drop_tasks(driver);
         // Cleanups the torn-down tasks were still running have no loop left: finish them now.
         run_now(self.inner.scope.drain_task_cleanups());
@@ -242,6 +272,9 @@ impl Drop for LoopInner {
         // A loop dropped without close: let its threads finish their queue and exit; drop its
         // tasks.
         self.default_executor.shutdown_nowait();
+        if let Some(workers) = self.workers.borrow_mut().take() {
+            workers.stop(None, |ctx| write_to_stderr(&ctx));
+        }
         let driver = self.scope.inbox.close_jobs();
         self.drop_tasks(driver);
     }

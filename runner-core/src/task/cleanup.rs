@@ -65,6 +65,11 @@ impl Drop for AbandonGuard {
     }
 }
 
+/// True after a second Ctrl-C on this thread: nothing is waited for.
+pub(crate) fn is_abandoning() -> bool {
+    ABANDONING.with(|a| a.get())
+}
+
 /// With no loop left to run them, drive cleanups to completion on this thread.
 pub(crate) fn run_now(cleanups: Vec<Cleanup>) {
     if cleanups.is_empty() {

@@ -16,7 +16,7 @@ use pin_project_lite::pin_project;
 
 use crate::context::{Context, ContextGuard};
 use crate::error::{catch_quietly, drop_quietly, panic_message};
-use crate::header::{Header, MainHeader, TaskRef, CANCEL_REQUESTED};
+use crate::header::{Header, OwnedHeader, TaskRef, CANCEL_REQUESTED};
 use crate::report::ExceptionContext;
 use crate::task::cleanup::{run_now, schedule_cleanup};
 use crate::task::current::{self, Entered};
@@ -37,7 +37,7 @@ pin_project! {
         ended: Option<Outcome<F::Output>>,
         // The task has cleanups waiting in its loop (they are `!Send`, this future may not be).
         cleanups_pending: bool,
-        // A main task's header has been given the waker it is polled with.
+        // An owned header has been given the waker the task is polled with.
         polled: bool,
     }
 
@@ -85,9 +85,10 @@ enum Outcome<T> {
 pub(crate) enum Home {
     /// In the async-task allocation this future lives in, as its metadata.
     Spawned(NonNull<Header>),
-    /// In a `MainHeader` of its own: the future is polled by a run, not by async-task. The handle
-    /// (whose waker is the `MainHeader`'s) keeps it alive.
-    Main(Arc<MainHeader>, TaskRef),
+    /// In an `OwnedHeader` of its own: the future is polled by a run or by the worker pool, not
+    /// in one of runner's async-task allocations. The handle (whose waker is the
+    /// `OwnedHeader`'s) keeps it alive.
+    Owned(Arc<OwnedHeader>, TaskRef),
 }
 
 // SAFETY: `Home` gives shared access to a `Header`, which is `Sync`, and is alive wherever the
@@ -102,11 +103,11 @@ impl Home {
         Home::Spawned(NonNull::from(header))
     }
 
-    /// A main task's home, and a handle to the task.
-    pub(crate) fn main(header: Header) -> (Home, TaskRef) {
-        let main = MainHeader::new(header);
+    /// The home of a main task or a pool task, and a handle to the task.
+    pub(crate) fn owned(header: Header) -> (Home, TaskRef) {
+        let main = OwnedHeader::new(header);
         let task = main.task_ref();
-        (Home::Main(main, task.clone()), task)
+        (Home::Owned(main, task.clone()), task)
     }
 
     #[inline]
@@ -118,7 +119,7 @@ impl Home {
             // so the header outlives every use through the future.
             #[allow(unsafe_code)]
             Home::Spawned(header) => unsafe { header.as_ref() },
-            Home::Main(_, task) => task.header(),
+            Home::Owned(_, task) => task.header(),
         }
     }
 
@@ -126,7 +127,7 @@ impl Home {
     fn own_waker(&self) -> Option<&Waker> {
         match self {
             Home::Spawned(_) => None,
-            Home::Main(_, task) => Some(task.waker()),
+            Home::Owned(_, task) => Some(task.waker()),
         }
     }
 }
@@ -161,7 +162,7 @@ impl<F: Future> Future for TaskFuture<F> {
         // async-task with a waker of its own allocation; a main task has its own.
         let own_waker = match home {
             Home::Spawned(_) => cx.waker(),
-            Home::Main(main, task) => {
+            Home::Owned(main, task) => {
                 if !*this.polled {
                     *this.polled = true;
                     main.polled_with(cx.waker());
@@ -219,7 +220,8 @@ impl<F: Future> Future for TaskFuture<F> {
         if let (Some(threshold), Some(started)) = (slow_after, started) {
             let took = started.elapsed();
             if took >= threshold {
-                scope::report_slow(&format!("<{}>", header.info()), took, Some(header.info()));
+                let (what, info) = (format!("<{}>", header.info()), Some(header.info()));
+                scope::report_slow(&what, took, info, Some(&*header.owner));
             }
         }
 

@@ -28,15 +28,40 @@ use crate::task::scope;
 /// ```
 #[must_use = "a dropped Task keeps running detached; await it to get its output"]
 pub struct Task<T> {
-    inner: Option<async_task::FallibleTask<Option<Output<T>>, Header>>,
+    inner: Option<Inner<T>>,
     task: TaskRef,
     retrieved: bool,
+}
+
+/// The async-task handle underneath: runner's own allocation (header inside), or the worker
+/// pool's (async-executor allocates its tasks; the header is in an `OwnedHeader`).
+enum Inner<T> {
+    Own(async_task::FallibleTask<Option<Output<T>>, Header>),
+    Pool(async_task::FallibleTask<Option<Output<T>>>),
 }
 
 impl<T> Task<T> {
     pub(crate) fn new(inner: async_task::Task<Option<Output<T>>, Header>, task: TaskRef) -> Self {
         Task {
-            inner: Some(inner.fallible()),
+            inner: Some(Inner::Own(inner.fallible())),
+            task,
+            retrieved: false,
+        }
+    }
+
+    /// A handle to a task that never ran (its pool was stopped): it awaits as cancelled.
+    pub(crate) fn cancelled(task: TaskRef) -> Self {
+        Task {
+            inner: None,
+            task,
+            retrieved: false,
+        }
+    }
+
+    /// A handle to a task on the worker pool.
+    pub(crate) fn on_pool(inner: async_task::Task<Option<Output<T>>>, task: TaskRef) -> Self {
+        Task {
+            inner: Some(Inner::Pool(inner.fallible())),
             task,
             retrieved: false,
         }
@@ -73,12 +98,14 @@ impl<T> Future for Task<T> {
     type Output = Result<T, TaskError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Cx<'_>) -> Poll<Self::Output> {
-        let output = match self.inner.as_mut() {
-            Some(inner) => match Pin::new(inner).poll(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(output) => output.flatten().and_then(Output::into_inner),
-            },
-            None => None,
+        let polled = match self.inner.as_mut() {
+            Some(Inner::Own(inner)) => Pin::new(inner).poll(cx),
+            Some(Inner::Pool(inner)) => Pin::new(inner).poll(cx),
+            None => Poll::Ready(None),
+        };
+        let output = match polled {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(output) => output.flatten().and_then(Output::into_inner),
         };
         self.retrieved = true;
         Poll::Ready(match output {
@@ -96,8 +123,10 @@ impl<T> Drop for Task<T> {
         if !self.retrieved && self.header().set(DETACHED) & PANICKED != 0 {
             report_unretrieved(self.header());
         }
-        if let Some(inner) = self.inner.take() {
-            inner.detach();
+        match self.inner.take() {
+            Some(Inner::Own(inner)) => inner.detach(),
+            Some(Inner::Pool(inner)) => inner.detach(),
+            None => {}
         }
     }
 }

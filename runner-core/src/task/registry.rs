@@ -113,11 +113,11 @@ impl Registry {
 mod tests {
     use super::*;
     use crate::executor::Executor;
-    use crate::header::{Header, MainHeader};
+    use crate::header::{Header, OwnedHeader};
 
     fn task() -> TaskRef {
         let owner = Executor::new().inbox().owner();
-        MainHeader::new(Header::new(None, std::panic::Location::caller(), owner)).task_ref()
+        OwnedHeader::new(Header::new(None, std::panic::Location::caller(), owner)).task_ref()
     }
 
     #[test]

@@ -232,8 +232,13 @@ pub(crate) fn report(owner: Option<&dyn Post>, ctx: ExceptionContext) {
     }
 }
 
-/// "Executing <what> took 0.153 seconds".
-pub(crate) fn report_slow(what: &str, took: Duration, task: Option<TaskInfo>) {
+/// "Executing <what> took 0.153 seconds", reported like [`report`].
+pub(crate) fn report_slow(
+    what: &str,
+    took: Duration,
+    task: Option<TaskInfo>,
+    owner: Option<&dyn Post>,
+) {
     let mut ctx = ExceptionContext::new(format!(
         "Executing {what} took {:.3} seconds",
         took.as_secs_f64()
@@ -241,5 +246,5 @@ pub(crate) fn report_slow(what: &str, took: Duration, task: Option<TaskInfo>) {
     if let Some(task) = task {
         ctx = ctx.with_task(task);
     }
-    report(None, ctx);
+    report(owner, ctx);
 }

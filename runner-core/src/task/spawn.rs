@@ -187,7 +187,7 @@ pub(crate) fn main_task<F: Future>(
     at: &'static Location<'static>,
     owner: Inbox,
 ) -> (TaskFuture<F>, TaskRef) {
-    let (home, task) = Home::main(Header::new(Some("main"), at, owner.owner()));
+    let (home, task) = Home::owned(Header::new(Some("main"), at, owner.owner()));
     (TaskFuture::new(fut, home, ctx, Slot::Never), task)
 }
 

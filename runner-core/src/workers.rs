@@ -1,0 +1,300 @@
+//! Worker threads: a loop built with `workers(n)` runs `Send` tasks ([`spawn_send`]) on
+//! async-executor's work-stealing `Executor`, driven by `n` threads, so that idle workers take
+//! work from busy ones. The engine is async-executor's; what runner adds is the wrapper every
+//! runner task has (`TaskFuture`): the spawner's context copied in, cancellation at scheduling
+//! points, a panic boundary, slow-poll reports in debug mode, async cleanup before the task ends.
+//! The main task and `spawn` stay on the loop's thread.
+//!
+//! ```
+//! use runner_core::ContextVar;
+//! static REQUEST: ContextVar<u32> = ContextVar::new("request");
+//!
+//! let out = runner_core::Runner::builder()
+//!     .workers(2)
+//!     .run(async {
+//!         REQUEST.set(7);
+//!         let on_pool = runner_core::spawn_send(async {
+//!             (REQUEST.get(), std::thread::current().name().map(str::to_owned))
+//!         });
+//!         on_pool.await.unwrap()
+//!     })
+//!     .unwrap();
+//! assert_eq!(out.0, Some(7));
+//! assert!(out.1.unwrap().starts_with("runner-worker"));
+//! ```
+//!
+//! Close cancels the pool's tasks with the loop's and waits for them and their cleanups (R5),
+//! then stops the worker threads and joins them for at most [`JOIN_WAIT`]; a worker still busy
+//! after that is reported and left to finish on its own. What is left on the pool is dropped
+//! with it.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::panic::Location;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use event_listener::{Event, Listener};
+
+use crate::blocking::BlockingHandle;
+use crate::context::Context;
+use crate::header::{Header, TaskRef};
+use crate::lock::lock;
+use crate::queue::Inbox;
+use crate::report::ExceptionContext;
+use crate::task::future::{Home, TaskFuture};
+use crate::task::handle::Task;
+use crate::task::registry::Slot;
+use crate::task::scope;
+use crate::task::spawn::spawn_on;
+
+/// How long close waits for the worker threads to exit once their tasks are done: a worker
+/// still inside a poll after that is stuck in it.
+pub(crate) const JOIN_WAIT: Duration = Duration::from_secs(1);
+
+/// A loop's worker pool.
+pub(crate) struct Workers {
+    /// `None` once close has let go of it: the executor (and the tasks left on it) is dropped
+    /// when the last worker thread exits.
+    executor: Mutex<Option<Arc<async_executor::Executor<'static>>>>,
+    /// The pool's tasks, for close to cancel; finished ones are pruned as the list grows.
+    tasks: Mutex<Vec<TaskRef>>,
+    /// Close is cancelling the pool's tasks: one spawned now is cancelled at once.
+    closing: AtomicBool,
+    /// The workers are told to exit.
+    stop: AtomicBool,
+    stopped: Event,
+    /// Worker threads that have not exited yet.
+    running: AtomicUsize,
+    exited: Event,
+    /// The loop: where reports about pool tasks are posted.
+    inbox: Inbox,
+    /// The loop's default executor, for `to_thread` called from a pool task.
+    pub(crate) blocking: BlockingHandle,
+}
+
+thread_local! {
+    /// The pool `spawn_send` uses on this thread: set on worker threads, and on a loop's thread
+    /// while that loop runs.
+    static CURRENT: RefCell<Option<Arc<Workers>>> = const { RefCell::new(None) };
+}
+
+impl Workers {
+    /// Start `n` worker threads (at least one) for the loop behind `inbox`. Slow polls are
+    /// reported past `slow_poll` (the loop's debug setting now). `None` if no thread could be
+    /// started: `spawn_send` then runs its tasks on the loop's thread.
+    pub(crate) fn start(
+        n: usize,
+        inbox: Inbox,
+        blocking: BlockingHandle,
+        slow_poll: Option<Duration>,
+    ) -> Option<Arc<Workers>> {
+        let executor = Arc::new(async_executor::Executor::new());
+        let workers = Arc::new(Workers {
+            executor: Mutex::new(Some(executor.clone())),
+            tasks: Mutex::default(),
+            closing: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            stopped: Event::new(),
+            running: AtomicUsize::new(0),
+            exited: Event::new(),
+            inbox,
+            blocking,
+        });
+        for i in 0..n.max(1) {
+            let (pool, executor) = (workers.clone(), executor.clone());
+            workers.running.fetch_add(1, Ordering::AcqRel);
+            let started = thread::Builder::new()
+                .name(format!("runner-worker-{i}"))
+                .spawn(move || pool.work(&executor, slow_poll));
+            if let Err(err) = started {
+                workers.running.fetch_sub(1, Ordering::AcqRel);
+                crate::report::write_stderr(format_args!(
+                    "runner: could not start worker thread {i} ({err}); running with {i}"
+                ));
+                break;
+            }
+        }
+        if workers.running.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        Some(workers)
+    }
+
+    /// A worker thread's life: run the pool's tasks until told to stop.
+    fn work(self: Arc<Self>, executor: &async_executor::Executor<'static>, slow: Option<Duration>) {
+        scope::set_slow_poll_threshold(slow);
+        CURRENT.with(|c| *c.borrow_mut() = Some(self.clone()));
+        let stop = async {
+            loop {
+                if self.stop.load(Ordering::Acquire) {
+                    return;
+                }
+                let listener = self.stopped.listen();
+                if self.stop.load(Ordering::Acquire) {
+                    return;
+                }
+                listener.await;
+            }
+        };
+        async_io::block_on(executor.run(stop));
+        let _ = CURRENT.try_with(|c| c.borrow_mut().take());
+        self.running.fetch_sub(1, Ordering::AcqRel);
+        self.exited.notify(usize::MAX);
+    }
+
+    /// Spawn `fut` on the pool, in a copy of the current context.
+    fn spawn<F>(&self, fut: F, at: &'static Location<'static>) -> Task<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let (home, me) = Home::owned(Header::new(None, at, self.inbox.owner()));
+        let fut = TaskFuture::new(fut, home, Context::current(), Slot::Never);
+        let executor = lock(&self.executor).clone();
+        let Some(executor) = executor.filter(|_| !self.stop.load(Ordering::Acquire)) else {
+            // The pool is stopped: the task is cancelled at once, its future dropped here.
+            me.cancel_for_interrupt();
+            drop(fut);
+            return Task::cancelled(me);
+        };
+        {
+            let mut tasks = lock(&self.tasks);
+            if tasks.len() >= 64 && tasks.len().is_power_of_two() {
+                tasks.retain(|t| !t.is_finished());
+            }
+            tasks.push(me.clone());
+        }
+        if self.closing.load(Ordering::Acquire) {
+            me.cancel();
+        }
+        Task::on_pool(executor.spawn(fut), me)
+    }
+
+    /// The loop the pool belongs to.
+    pub(crate) fn inbox(&self) -> &Inbox {
+        &self.inbox
+    }
+
+    /// The pool's unfinished tasks.
+    pub(crate) fn pending(&self) -> Vec<TaskRef> {
+        let mut tasks = lock(&self.tasks);
+        tasks.retain(|t| !t.is_finished());
+        tasks.clone()
+    }
+
+    /// Close is cancelling (or has stopped cancelling) the pool's tasks.
+    pub(crate) fn set_closing(&self, closing: bool) {
+        self.closing.store(closing, Ordering::Release);
+    }
+
+    /// Tell the workers to exit, let go of the executor, and wait at most `wait` (none: not at
+    /// all) for them; reports a worker still running after that. Idempotent.
+    pub(crate) fn stop(&self, wait: Option<Duration>, report: impl Fn(ExceptionContext)) {
+        if self.stop.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.stopped.notify(usize::MAX);
+        let executor = lock(&self.executor).take();
+        let Some(wait) = wait else { return };
+        let deadline = Instant::now() + wait;
+        loop {
+            let running = self.running.load(Ordering::Acquire);
+            if running == 0 {
+                break;
+            }
+            let listener = self.exited.listen();
+            if self.running.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            if listener.wait_deadline(deadline).is_none() {
+                report(ExceptionContext::new(format!(
+                    "{running} worker thread(s) still running {:.1} s after close stopped \
+                     them: a pool task is stuck in a poll; they are left to finish on their \
+                     own, with the tasks left on the pool",
+                    wait.as_secs_f64()
+                )));
+                return;
+            }
+        }
+        // Every worker has exited: the last handle goes here, and with it every future left
+        // on the pool, dropped on this thread.
+        drop(executor);
+    }
+}
+
+/// Makes a loop's pool the one `spawn_send` uses on its thread while it runs; undone on drop.
+pub(crate) struct WorkersGuard(Option<Arc<Workers>>);
+
+impl WorkersGuard {
+    pub(crate) fn enter(workers: Option<Arc<Workers>>) -> WorkersGuard {
+        WorkersGuard(CURRENT.with(|c| c.replace(workers)))
+    }
+}
+
+impl Drop for WorkersGuard {
+    fn drop(&mut self) {
+        let prev = self.0.take();
+        let _ = CURRENT.try_with(|c| *c.borrow_mut() = prev);
+    }
+}
+
+/// One worker per core this process may use (`std::thread::available_parallelism`; 1 when
+/// unknown): what `workers = "auto"` asks for.
+pub fn available_workers() -> usize {
+    thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The pool of the loop running on this thread, or of the worker this is.
+pub(crate) fn current() -> Option<Arc<Workers>> {
+    CURRENT.with(|c| c.borrow().clone())
+}
+
+/// Spawn a `Send` future on the running loop's worker pool (a loop built with `workers(n)`), in
+/// a copy of the current context; without a pool, on the loop's thread, as
+/// [`spawn`](crate::spawn) does. Callable from the loop's thread and from pool tasks.
+///
+/// The task has every guarantee a [`spawn`](crate::spawn)ed one has: it is cancelled only at a
+/// scheduling point, its panic is caught (and reported if nobody retrieves it), debug mode
+/// reports its slow polls, the async cleanups it leaves (`defer`, generators, finalized
+/// streams) run on its worker before its awaiter sees it end, and close cancels it and waits.
+///
+/// # Panics
+/// Outside a running loop and its workers.
+///
+/// ```
+/// let sum = runner_core::Runner::builder()
+///     .workers(2)
+///     .run(async {
+///         let parts: Vec<_> = (0..4u64)
+///             .map(|i| runner_core::spawn_send(async move { (i * 100..(i + 1) * 100).sum::<u64>() }))
+///             .collect();
+///         let mut sum = 0;
+///         for part in parts {
+///             sum += part.await.unwrap();
+///         }
+///         sum
+///     })
+///     .unwrap();
+/// assert_eq!(sum, (0..400).sum::<u64>());
+/// ```
+#[track_caller]
+pub fn spawn_send<F>(fut: F) -> Task<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let at = Location::caller();
+    if let Some(workers) = current() {
+        return workers.spawn(fut, at);
+    }
+    match scope::current() {
+        Some(scope) => spawn_on(&scope, fut, at, true),
+        None => panic!(
+            "runner::spawn_send() was called outside a running event loop and its workers: call \
+             it from code running inside runner::run(), Runner::run() or #[runner::main]"
+        ),
+    }
+}

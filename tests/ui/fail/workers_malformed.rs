@@ -1,0 +1,2 @@
+#[runner::main(workers = "many")]
+async fn main() {}

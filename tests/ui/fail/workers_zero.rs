@@ -1,0 +1,2 @@
+#[runner::main(workers = 0)]
+async fn main() {}

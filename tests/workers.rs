@@ -1,0 +1,385 @@
+//! Worker threads (`workers(n)` and `spawn_send`): pool tasks keep every guarantee a loop task
+//! has. Each test runs under `finishes_within`, so a hang fails instead of stalling CI.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use common::{finishes_within, recording_loop, CountOnDropSync};
+use runner::{ContextVar, Runner};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+static USER: ContextVar<String> = ContextVar::new("user");
+
+/// A `Send` value whose destructor leaves an async cleanup (a `defer` made and dropped in
+/// `drop`): the cleanup sleeps, then logs the thread it ran on.
+struct Goodbye(Arc<Mutex<Vec<Option<String>>>>);
+
+impl Drop for Goodbye {
+    fn drop(&mut self) {
+        let log = self.0.clone();
+        drop(runner::defer(async move {
+            runner::sleep(Duration::from_millis(2)).await;
+            log.lock()
+                .unwrap()
+                .push(thread::current().name().map(str::to_owned));
+        }));
+    }
+}
+
+fn on_worker() -> bool {
+    thread::current()
+        .name()
+        .is_some_and(|n| n.starts_with("runner-worker-"))
+}
+
+#[test]
+fn pool_tasks_start_with_a_copy_of_the_spawners_context_and_keep_their_changes() {
+    let seen = finishes_within(LIMIT, || {
+        Runner::builder()
+            .workers(2)
+            .run(async {
+                USER.set("ada".to_owned());
+                let tasks: Vec<_> = (0..8)
+                    .map(|i| {
+                        runner::spawn_send(async move {
+                            let inherited = USER.get();
+                            USER.set(format!("task {i}"));
+                            runner::yield_now().await;
+                            (inherited, USER.get(), on_worker())
+                        })
+                    })
+                    .collect();
+                let mut seen = Vec::new();
+                for task in tasks {
+                    seen.push(task.await.unwrap());
+                }
+                (seen, USER.get())
+            })
+            .unwrap()
+    });
+    let (tasks, main_after) = seen;
+    for (i, (inherited, own, worker)) in tasks.into_iter().enumerate() {
+        assert_eq!(
+            inherited.as_deref(),
+            Some("ada"),
+            "task {i} inherits main's value"
+        );
+        assert_eq!(
+            own,
+            Some(format!("task {i}")),
+            "task {i} keeps its own change"
+        );
+        assert!(worker, "task {i} ran on a worker thread");
+    }
+    assert_eq!(
+        main_after.as_deref(),
+        Some("ada"),
+        "no change flows back out"
+    );
+}
+
+#[test]
+fn without_workers_spawn_send_runs_on_the_loop_thread() {
+    let same = finishes_within(LIMIT, || {
+        runner::run(async {
+            let here = thread::current().id();
+            runner::spawn_send(async move { thread::current().id() == here })
+                .await
+                .unwrap()
+        })
+        .unwrap()
+    });
+    assert!(same);
+}
+
+#[test]
+fn close_cancels_pool_tasks_on_every_worker_after_their_cleanups_run() {
+    let (dropped, cleaned, threads) = finishes_within(LIMIT, || {
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let cleaned = Arc::new(Mutex::new(Vec::new()));
+        let (d, c) = (dropped.clone(), cleaned.clone());
+        Runner::builder()
+            .workers(2)
+            .run(async move {
+                for _ in 0..64 {
+                    let (d, c) = (d.clone(), c.clone());
+                    drop(runner::spawn_send(async move {
+                        let _count = CountOnDropSync(d);
+                        // Dropped by the cancellation: its destructor leaves an async cleanup,
+                        // which runs on this worker before the task ends.
+                        let _goodbye = Goodbye(c);
+                        std::future::pending::<()>().await;
+                    }));
+                }
+                runner::sleep(Duration::from_millis(20)).await;
+            })
+            .unwrap();
+        let cleaned = cleaned.lock().unwrap().clone();
+        let threads: std::collections::BTreeSet<_> = cleaned.iter().cloned().collect();
+        (dropped.load(Ordering::SeqCst), cleaned.len(), threads)
+    });
+    assert_eq!(dropped, 64, "every pool task's future was dropped");
+    assert_eq!(cleaned, 64, "every cleanup ran before close finished");
+    assert!(
+        threads.iter().all(|t| t
+            .as_deref()
+            .is_some_and(|n| n.starts_with("runner-worker-"))),
+        "cleanups run on worker threads: {threads:?}"
+    );
+}
+
+#[test]
+fn a_cancelled_pool_task_runs_its_cleanup_before_its_awaiter_sees_cancelled() {
+    let order = finishes_within(LIMIT, || {
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let log = order.clone();
+        Runner::builder()
+            .workers(2)
+            .run(async move {
+                let l = log.clone();
+                let started = Arc::new(AtomicBool::new(false));
+                let s = started.clone();
+                let task = runner::spawn_send(async move {
+                    let _goodbye = Goodbye(l);
+                    s.store(true, Ordering::SeqCst);
+                    std::future::pending::<()>().await;
+                });
+                while !started.load(Ordering::SeqCst) {
+                    runner::sleep(Duration::from_millis(1)).await;
+                }
+                task.cancel();
+                assert!(task.await.unwrap_err().is_cancelled());
+                log.lock()
+                    .unwrap()
+                    .push(Some("awaiter saw Cancelled".to_owned()));
+            })
+            .unwrap();
+        let order = order.lock().unwrap().clone();
+        order
+    });
+    assert_eq!(order.len(), 2, "{order:?}");
+    assert!(
+        order[0]
+            .as_deref()
+            .is_some_and(|n| n.starts_with("runner-worker-")),
+        "{order:?}"
+    );
+    assert_eq!(order[1].as_deref(), Some("awaiter saw Cancelled"));
+}
+
+#[test]
+fn an_unretrieved_pool_task_panic_is_reported_once_to_the_loops_handler() {
+    let reports = finishes_within(LIMIT, || {
+        let (lp, reports) = recording_loop();
+        Runner::builder()
+            .workers(2)
+            .loop_factory(move || lp)
+            .run(async {
+                let task = runner::spawn_send(async { panic!("pool boom") });
+                while !task.is_finished() {
+                    runner::sleep(Duration::from_millis(1)).await;
+                }
+                drop(task);
+                let awaited = runner::spawn_send(async { panic!("awaited boom") }).await;
+                assert_eq!(
+                    awaited.unwrap_err().to_string(),
+                    "task panicked: awaited boom"
+                );
+                runner::sleep(Duration::from_millis(5)).await;
+            })
+            .unwrap();
+        reports
+            .all()
+            .iter()
+            .map(|c| format!("{}: {:?}", c.message(), c.error()))
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert!(
+        reports[0].starts_with("task panic was never retrieved")
+            && reports[0].contains("pool boom"),
+        "{reports:?}"
+    );
+}
+
+#[test]
+fn a_busy_pool_task_does_not_block_the_loop_thread() {
+    let released_by_main = finishes_within(LIMIT, || {
+        Runner::builder()
+            .workers(2)
+            .run(async {
+                let release = Arc::new(AtomicBool::new(false));
+                let r = release.clone();
+                // Spins (no await) until main, on the loop thread, lets it go.
+                let busy = runner::spawn_send(async move {
+                    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+                    while !r.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+                        std::hint::spin_loop();
+                    }
+                    r.load(Ordering::SeqCst)
+                });
+                // Timers and tasks on the loop thread keep running meanwhile.
+                runner::sleep(Duration::from_millis(10)).await;
+                let loop_task = runner::spawn(async { 42 }).await.unwrap();
+                release.store(true, Ordering::SeqCst);
+                (busy.await.unwrap(), loop_task)
+            })
+            .unwrap()
+    });
+    assert_eq!(released_by_main, (true, 42));
+}
+
+#[test]
+fn debug_mode_reports_a_slow_pool_poll_with_its_spawn_site() {
+    let reports = finishes_within(LIMIT, || {
+        let (lp, reports) = recording_loop();
+        lp.set_debug(true);
+        lp.set_slow_callback_duration(Duration::from_millis(20));
+        Runner::builder()
+            .workers(1)
+            .loop_factory(move || lp)
+            .run(async {
+                runner::spawn_send(async { thread::sleep(Duration::from_millis(60)) })
+                    .await
+                    .unwrap();
+                // The report is posted to the loop thread: let it arrive.
+                runner::sleep(Duration::from_millis(5)).await;
+            })
+            .unwrap();
+        reports
+            .with_message("Executing <")
+            .iter()
+            .map(|c| (c.message().to_owned(), c.task().map(|t| t.to_string())))
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let (message, task) = &reports[0];
+    assert!(message.contains(" took 0."), "{message}");
+    assert!(
+        task.as_deref()
+            .is_some_and(|t| t.contains("tests/workers.rs")),
+        "{task:?}"
+    );
+}
+
+#[test]
+fn to_thread_works_from_a_pool_task() {
+    let (value, on_blocking) = finishes_within(LIMIT, || {
+        Runner::builder()
+            .workers(2)
+            .run(async {
+                runner::spawn_send(async {
+                    USER.set("grace".to_owned());
+                    runner::to_thread(|| {
+                        let name = thread::current().name().map(str::to_owned);
+                        (USER.get(), name)
+                    })
+                    .await
+                    .unwrap()
+                })
+                .await
+                .unwrap()
+            })
+            .unwrap()
+    });
+    assert_eq!(value.as_deref(), Some("grace"));
+    assert_eq!(on_blocking.as_deref(), Some("runner-blocking"));
+}
+
+#[test]
+fn a_hundred_thousand_pool_tasks_spawned_from_eight_pool_tasks_lose_nothing() {
+    let total = finishes_within(LIMIT, || {
+        Runner::builder()
+            .workers(2)
+            .run(async {
+                let spawners: Vec<_> = (0..8u64)
+                    .map(|s| {
+                        runner::spawn_send(async move {
+                            let tasks: Vec<_> = (0..12_500u64)
+                                .map(|i| runner::spawn_send(async move { s * 12_500 + i }))
+                                .collect();
+                            let mut sum = 0;
+                            for task in tasks {
+                                sum += task.await.unwrap();
+                            }
+                            sum
+                        })
+                    })
+                    .collect();
+                let mut total = 0;
+                for spawner in spawners {
+                    total += spawner.await.unwrap();
+                }
+                total
+            })
+            .unwrap()
+    });
+    assert_eq!(total, (0..100_000u64).sum::<u64>());
+}
+
+#[test]
+fn close_with_a_hundred_thousand_pending_pool_tasks_drops_every_future() {
+    let dropped = finishes_within(LIMIT, || {
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let d = dropped.clone();
+        Runner::builder()
+            .workers(2)
+            .run(async move {
+                for _ in 0..100_000 {
+                    let count = CountOnDropSync(d.clone());
+                    drop(runner::spawn_send(async move {
+                        let _count = count;
+                        std::future::pending::<()>().await;
+                    }));
+                }
+            })
+            .unwrap();
+        dropped.load(Ordering::SeqCst)
+    });
+    assert_eq!(dropped, 100_000);
+}
+
+/// `EventLoop::close` (without a runner's cancelling step) stops the workers: one stuck in a
+/// poll is reported after a second and left behind; close does not hang.
+#[test]
+fn close_reports_a_worker_stuck_in_a_poll_and_leaves_it_behind() {
+    let reports = finishes_within(LIMIT, || {
+        let reports = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let log = reports.clone();
+        let lp = runner::EventLoop::builder()
+            .workers(1)
+            .exception_handler(move |_, ctx| log.borrow_mut().push(ctx.message().to_owned()))
+            .build();
+        let stuck = Arc::new(AtomicBool::new(true));
+        let s = stuck.clone();
+        lp.run_until_complete(async move {
+            let started = Arc::new(AtomicBool::new(false));
+            let st = started.clone();
+            drop(runner::spawn_send(async move {
+                st.store(true, Ordering::SeqCst);
+                while s.load(Ordering::SeqCst) {
+                    thread::sleep(Duration::from_millis(1));
+                }
+            }));
+            while !started.load(Ordering::SeqCst) {
+                runner::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .unwrap();
+        lp.close();
+        stuck.store(false, Ordering::SeqCst);
+        let messages = reports.borrow().clone();
+        messages
+    });
+    assert!(
+        reports
+            .iter()
+            .any(|m| m.starts_with("1 worker thread(s) still running 1.0 s")),
+        "{reports:?}"
+    );
+}
