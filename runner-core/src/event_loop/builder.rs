@@ -147,11 +147,8 @@ impl LoopBuilder {
         });
         // Not a runner task (nothing cancels it, it has no context), but every task on the
         // executor carries a header.
-        let header = Header::new(
-            Some("loop driver"),
-            Location::caller(),
-            inner.scope.inbox.owner(),
-        );
+        // Unnamed: nothing reports about the driver, and a name costs an allocation per loop.
+        let header = Header::new(None, Location::caller(), inner.scope.inbox.owner());
         let (runnable, task) = inner.scope.executor.spawn(header, |_| driver);
         runnable.schedule();
         task.detach();
