@@ -11,7 +11,7 @@
 //! server serves a few requests once, as a smoke test.
 
 use std::convert::Infallible;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,8 @@ use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
+
+mod common;
 
 const CONNECTIONS: usize = 32;
 
@@ -91,50 +93,55 @@ impl Server {
     }
 }
 
+/// One connection, served by hyper over an async-io socket (runner and smol).
+async fn serve(stream: Async<TcpStream>) {
+    let io = smol_hyper::rt::FuturesIo::new(stream);
+    let _ = http1::Builder::new()
+        .serve_connection(io, service_fn(hello))
+        .await;
+}
+
+/// Accept connections on `listener` until `stop`, handing each to `spawn`.
+async fn accept_until_stopped(
+    listener: TcpListener,
+    stop: async_channel::Receiver<()>,
+    spawn: impl Fn(Async<TcpStream>),
+) {
+    let listener = Async::new(listener).expect("a non-blocking listener");
+    let accept = async {
+        loop {
+            let (stream, _) = listener.accept().await.expect("accept");
+            spawn(stream);
+        }
+    };
+    accept
+        .or(async {
+            let _ = stop.recv().await;
+        })
+        .await;
+}
+
 /// runner: the accept loop is the main task; each connection a task.
 fn runner_server(listener: TcpListener, stop: async_channel::Receiver<()>) -> impl FnOnce() {
-    runner_server_on(None, listener, stop)
+    move || {
+        runner::Runner::builder()
+            .debug(false)
+            .run(accept_until_stopped(listener, stop, |s| {
+                drop(runner::spawn(serve(s)))
+            }))
+            .expect("the runner runs");
+    }
 }
 
 /// runner with `THREADS` workers: each connection a `spawn_send` task on the pool.
 fn runner_workers(listener: TcpListener, stop: async_channel::Receiver<()>) -> impl FnOnce() {
-    runner_server_on(Some(THREADS), listener, stop)
-}
-
-fn runner_server_on(
-    workers: Option<usize>,
-    listener: TcpListener,
-    stop: async_channel::Receiver<()>,
-) -> impl FnOnce() {
     move || {
-        let mut builder = runner::Runner::builder().debug(false);
-        if let Some(n) = workers {
-            builder = builder.workers(n);
-        }
-        builder
-            .run(async move {
-                let listener = Async::new(listener).expect("a non-blocking listener");
-                let accept = async {
-                    loop {
-                        let (stream, _) = listener.accept().await.expect("accept");
-                        let io = smol_hyper::rt::FuturesIo::new(stream);
-                        let serve = async move {
-                            let _ = http1::Builder::new()
-                                .serve_connection(io, service_fn(hello))
-                                .await;
-                        };
-                        match workers {
-                            Some(_) => drop(runner::spawn_send(serve)),
-                            None => drop(runner::spawn(serve)),
-                        }
-                    }
-                };
-                accept
-                    .or(async {
-                        let _ = stop.recv().await;
-                    })
-                    .await;
-            })
+        runner::Runner::builder()
+            .debug(false)
+            .workers(THREADS)
+            .run(accept_until_stopped(listener, stop, |s| {
+                drop(runner::spawn_send(serve(s)))
+            }))
             .expect("the runner runs");
     }
 }
@@ -143,26 +150,8 @@ fn runner_server_on(
 fn smol_server(listener: TcpListener, stop: async_channel::Receiver<()>) -> impl FnOnce() {
     move || {
         let ex = async_executor::LocalExecutor::new();
-        async_io::block_on(ex.run(async {
-            let listener = Async::new(listener).expect("a non-blocking listener");
-            let accept = async {
-                loop {
-                    let (stream, _) = listener.accept().await.expect("accept");
-                    let io = smol_hyper::rt::FuturesIo::new(stream);
-                    ex.spawn(async move {
-                        let _ = http1::Builder::new()
-                            .serve_connection(io, service_fn(hello))
-                            .await;
-                    })
-                    .detach();
-                }
-            };
-            accept
-                .or(async {
-                    let _ = stop.recv().await;
-                })
-                .await;
-        }));
+        let accept = accept_until_stopped(listener, stop, |s| ex.spawn(serve(s)).detach());
+        async_io::block_on(ex.run(accept));
     }
 }
 
@@ -170,42 +159,10 @@ fn smol_server(listener: TcpListener, stop: async_channel::Receiver<()>) -> impl
 /// loop on the first.
 fn smol_executor(listener: TcpListener, stop: async_channel::Receiver<()>) -> impl FnOnce() {
     move || {
-        let ex = std::sync::Arc::new(async_executor::Executor::new());
-        let (quit, quitting) = async_channel::bounded::<()>(1);
-        let helpers: Vec<_> = (1..THREADS)
-            .map(|_| {
-                let (ex, quitting) = (ex.clone(), quitting.clone());
-                std::thread::spawn(move || {
-                    async_io::block_on(ex.run(async {
-                        let _ = quitting.recv().await;
-                    }))
-                })
-            })
-            .collect();
-        async_io::block_on(ex.run(async {
-            let listener = Async::new(listener).expect("a non-blocking listener");
-            let accept = async {
-                loop {
-                    let (stream, _) = listener.accept().await.expect("accept");
-                    let io = smol_hyper::rt::FuturesIo::new(stream);
-                    ex.spawn(async move {
-                        let _ = http1::Builder::new()
-                            .serve_connection(io, service_fn(hello))
-                            .await;
-                    })
-                    .detach();
-                }
-            };
-            accept
-                .or(async {
-                    let _ = stop.recv().await;
-                })
-                .await;
-        }));
-        quit.close();
-        for helper in helpers {
-            helper.join().expect("a smol executor thread ends");
-        }
+        let helpers = common::ExecutorThreads::start(THREADS - 1);
+        let ex = helpers.ex.clone();
+        let accept = accept_until_stopped(listener, stop, |s| ex.spawn(serve(s)).detach());
+        async_io::block_on(ex.run(accept));
     }
 }
 

@@ -21,6 +21,8 @@ use runner::{Context, ContextVar, Runner};
 /// One timed sample of a variant at a given size.
 type Sample = Box<dyn Fn(usize) -> Duration>;
 
+mod common;
+
 struct Workload {
     name: &'static str,
     /// Operations per sample, to show time per operation.
@@ -187,19 +189,9 @@ fn workloads(scale: usize) -> Vec<Workload> {
                     .expect("the runner runs")
             }),
             raw: Some(Box::new(|size| {
-                let ex = std::sync::Arc::new(async_executor::Executor::new());
-                let (quit, quitting) = async_channel::bounded::<()>(1);
-                let threads: Vec<_> = (0..2)
-                    .map(|_| {
-                        let (ex, quitting) = (ex.clone(), quitting.clone());
-                        std::thread::spawn(move || {
-                            async_io::block_on(ex.run(async {
-                                let _ = quitting.recv().await;
-                            }))
-                        })
-                    })
-                    .collect();
-                let took = async_io::block_on(async {
+                let threads = common::ExecutorThreads::start(2);
+                let ex = &threads.ex;
+                async_io::block_on(async {
                     ex.spawn(async {}).await;
                     let t = Instant::now();
                     let tasks: Vec<_> = (0..size).map(|i| ex.spawn(async move { i })).collect();
@@ -207,12 +199,7 @@ fn workloads(scale: usize) -> Vec<Workload> {
                         black_box(t.await);
                     }
                     t.elapsed()
-                });
-                quit.close();
-                for thread in threads {
-                    thread.join().expect("an executor thread ends");
-                }
-                took
+                })
             })),
             tokio: Some(Box::new(|size| {
                 let rt = tokio::runtime::Builder::new_multi_thread()

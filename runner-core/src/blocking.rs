@@ -32,7 +32,8 @@ use crate::lock::lock;
 pub(crate) struct BlockingHandle(Arc<Pool>);
 
 impl BlockingHandle {
-    /// See [`DefaultExecutor::spawn`].
+    /// Queue the job `make` builds from its task's header, called from `at`, on the pool; its
+    /// runnable (unscheduled) and task handle.
     pub(crate) fn spawn<F, Fut>(
         &self,
         header: Header,
@@ -75,29 +76,22 @@ impl DefaultExecutor {
         }
     }
 
-    /// Queue the job `make` builds from its task's header, called from `at`, on the pool; its
-    /// runnable (unscheduled) and task handle.
-    pub(crate) fn spawn<F, Fut>(
-        &self,
-        header: Header,
-        make: F,
-        at: &'static Location<'static>,
-    ) -> (Runnable, async_task::Task<Fut::Output, Header>)
-    where
-        F: FnOnce(&Header) -> Fut,
-        Fut: Future + Send + 'static,
-        Fut::Output: Send + 'static,
-    {
+    /// The way onto the pool (starting it) for a new job.
+    ///
+    /// # Panics
+    /// Once `shutdown` was called ("executor shutdown has been called").
+    pub(crate) fn open_handle(&self) -> BlockingHandle {
         if self.shutdown_called.get() {
             panic!(
                 "executor shutdown has been called: to_thread/run_in_executor cannot be used \
                  once the loop's default executor is shut down (the runner is closing)"
             );
         }
-        self.handle().spawn(header, make, at)
+        self.handle()
     }
 
-    /// The `Send` way onto the pool (starting it), for worker threads' `to_thread`.
+    /// The `Send` way onto the pool (starting it), for worker threads' `to_thread`: after
+    /// shutdown its jobs are cancelled at once.
     pub(crate) fn handle(&self) -> BlockingHandle {
         let pool = self
             .pool

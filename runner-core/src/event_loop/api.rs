@@ -101,7 +101,7 @@ impl EventLoop {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let pool = &self.inner.default_executor;
+        let pool = self.inner.default_executor.open_handle();
         spawn_blocking(&self.inner.scope.inbox, f, ctx, at, |header, make| {
             pool.spawn(header, make, at)
         })
