@@ -54,22 +54,25 @@ where
     F::Output: 'static,
 {
     let header = Header::new(None, at, scope.inbox.owner());
-    if scope.is_closed() {
-        let (runnable, task) = scope.executor.spawn(header, |header| {
-            TaskFuture::new(fut, Home::spawned(header), Context::new(), Slot::Never)
-        });
-        return never_run(runnable, task);
-    }
+    let closed = scope.is_closed();
     // The future knows its registry slot; the entry needs the task's waker, which exists once
     // the task does. Nothing in between spawns, so the slot is still the next one.
-    let index = scope.tasks.borrow().next_index();
-    let ctx = Context::current();
+    let (ctx, slot) = match closed {
+        true => (Context::new(), Slot::Never),
+        false => (
+            Context::current(),
+            Slot::At(scope.tasks.borrow().next_index()),
+        ),
+    };
     let (runnable, task) = scope.executor.spawn(header, |header| {
-        TaskFuture::new(fut, Home::spawned(header), ctx, Slot::At(index))
+        TaskFuture::new(fut, Home::spawned(header), ctx, slot)
     });
     let me = task_ref(&runnable, &task);
+    if closed {
+        return never_run(runnable, task, me);
+    }
     let inserted = scope.tasks.borrow_mut().insert(me.clone(), cancellable);
-    debug_assert_eq!(inserted, index);
+    debug_assert!(matches!(slot, Slot::At(index) if index == inserted));
     runnable.schedule();
     Task::new(task, me)
 }
@@ -85,8 +88,11 @@ fn task_ref<T>(runnable: &Runnable, task: &async_task::Task<T, Header>) -> TaskR
 }
 
 /// A task spawned on a closed loop: cancelled at once, its future dropped without being polled.
-fn never_run<T>(runnable: Runnable, task: async_task::Task<Option<Output<T>>, Header>) -> Task<T> {
-    let me = task_ref(&runnable, &task);
+fn never_run<T>(
+    runnable: Runnable,
+    task: async_task::Task<Option<Output<T>>, Header>,
+    me: TaskRef,
+) -> Task<T> {
     me.cancel_for_interrupt();
     drop(runnable);
     Task::new(task, me)
@@ -114,17 +120,18 @@ where
     F::Output: Send + 'static,
 {
     let header = Header::new(None, at, inbox.owner());
-    if inbox.is_closed() {
-        let (runnable, task) = inbox.spawn(header, |header| {
-            TaskFuture::new(fut, Home::spawned(header), Context::new(), Slot::Never)
-        });
-        return never_run(runnable, task);
-    }
-    let ctx = Context::current();
+    let closed = inbox.is_closed();
+    let (ctx, slot) = match closed {
+        true => (Context::new(), Slot::Never),
+        false => (Context::current(), Slot::OnFirstPoll),
+    };
     let (runnable, task) = inbox.spawn(header, |header| {
-        TaskFuture::new(fut, Home::spawned(header), ctx, Slot::OnFirstPoll)
+        TaskFuture::new(fut, Home::spawned(header), ctx, slot)
     });
     let me = task_ref(&runnable, &task);
+    if closed {
+        return never_run(runnable, task, me);
+    }
     runnable.schedule();
     Task::new(task, me)
 }
