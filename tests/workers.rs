@@ -383,3 +383,220 @@ fn close_reports_a_worker_stuck_in_a_poll_and_leaves_it_behind() {
         "{reports:?}"
     );
 }
+
+/// A pool task's async cleanup runs on its worker without holding the worker up: with one
+/// worker, a cleanup that waits for another pool task still lets that task run.
+#[test]
+fn a_pool_tasks_cleanup_does_not_block_its_worker() {
+    let order = finishes_within(Duration::from_secs(20), || {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let released = Arc::new(AtomicBool::new(false));
+        let (l, r) = (log.clone(), released.clone());
+        Runner::builder()
+            .workers(1)
+            .run(async move {
+                let (l2, r2) = (l.clone(), r.clone());
+                let waits = runner::spawn_send(async move {
+                    drop(runner::defer(async move {
+                        while !r2.load(Ordering::SeqCst) {
+                            runner::sleep(Duration::from_millis(1)).await;
+                        }
+                        l2.lock().unwrap().push("cleanup saw the release");
+                    }));
+                });
+                runner::sleep(Duration::from_millis(5)).await;
+                let (l3, r3) = (l.clone(), r.clone());
+                let releases = runner::spawn_send(async move {
+                    l3.lock().unwrap().push("second task ran");
+                    r3.store(true, Ordering::SeqCst);
+                });
+                releases.await.unwrap();
+                waits.await.unwrap();
+                l.lock().unwrap().push("first task ended");
+            })
+            .unwrap();
+        let order = log.lock().unwrap().clone();
+        order
+    });
+    assert_eq!(
+        order,
+        [
+            "second task ran",
+            "cleanup saw the release",
+            "first task ended"
+        ]
+    );
+}
+
+/// `Defer` is `Send`, so a pool task can hold one across an await, though its cleanup is not
+/// `Send`: the cleanup runs on the thread that made the guard, before the awaiter sees the end.
+#[test]
+fn a_pool_task_holds_a_defer_guard_across_an_await_and_its_cleanup_runs_where_it_was_made() {
+    let (made_on, order) = finishes_within(LIMIT, || {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let l = log.clone();
+        let made_on = Runner::builder()
+            .workers(2)
+            .run(async move {
+                let l2 = l.clone();
+                let (tx, rx) = async_channel::bounded(1);
+                let task = runner::spawn_send(async move {
+                    let here = thread::current().id();
+                    // Not `Send`: it never leaves the thread that made it.
+                    let not_send = std::rc::Rc::new(here);
+                    let _guard = runner::defer(async move {
+                        runner::yield_now().await;
+                        let same = thread::current().id() == *not_send;
+                        l2.lock()
+                            .unwrap()
+                            .push(format!("cleanup on its thread: {same}"));
+                    });
+                    tx.send(here).await.unwrap();
+                    std::future::pending::<()>().await;
+                });
+                let made_on = rx.recv().await.unwrap();
+                task.cancel();
+                assert!(task.await.unwrap_err().is_cancelled());
+                l.lock().unwrap().push("awaiter saw Cancelled".to_owned());
+                made_on
+            })
+            .unwrap();
+        let order = log.lock().unwrap().clone();
+        (made_on, order)
+    });
+    assert_ne!(
+        made_on,
+        thread::current().id(),
+        "the guard was made on a worker"
+    );
+    assert_eq!(
+        order,
+        ["cleanup on its thread: true", "awaiter saw Cancelled"]
+    );
+}
+
+/// A guard dropped on another thread sends its cleanup home: made by the main task and dropped
+/// by a pool task, it runs on the loop's thread before the pool task ends; made by a pool task
+/// and dropped by the main task, it runs on that worker.
+#[test]
+fn a_defer_guard_dropped_on_another_thread_runs_its_cleanup_on_the_thread_that_made_it() {
+    let (order, worker_ran) = finishes_within(LIMIT, || {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let l = log.clone();
+        let worker_ran = Runner::builder()
+            .workers(2)
+            .run(async move {
+                let ran_on = std::rc::Rc::new(std::cell::Cell::new(None));
+                let r = ran_on.clone();
+                let l2 = l.clone();
+                let guard = runner::defer(async move {
+                    // Long enough that, were the pool task not waiting for it, main would see
+                    // the pool task end first.
+                    runner::sleep(Duration::from_millis(50)).await;
+                    r.set(Some(thread::current().id()));
+                    l2.lock().unwrap().push("main's cleanup");
+                });
+                runner::spawn_send(async move { drop(guard) })
+                    .await
+                    .unwrap();
+                l.lock().unwrap().push("pool task ended");
+                assert_eq!(ran_on.get(), Some(thread::current().id()));
+
+                let done = Arc::new(Mutex::new(None));
+                let d = done.clone();
+                let guard = runner::spawn_send(async move {
+                    let rc = std::rc::Rc::new(());
+                    runner::defer(async move {
+                        let _not_send = rc;
+                        runner::yield_now().await;
+                        *d.lock().unwrap() = Some(on_worker());
+                    })
+                })
+                .await
+                .unwrap();
+                drop(guard);
+                loop {
+                    if let Some(on_worker) = *done.lock().unwrap() {
+                        break on_worker;
+                    }
+                    runner::sleep(Duration::from_millis(1)).await;
+                }
+            })
+            .unwrap();
+        let order = log.lock().unwrap().clone();
+        (order, worker_ran)
+    });
+    assert_eq!(order, ["main's cleanup", "pool task ended"]);
+    assert!(
+        worker_ran,
+        "the pool task's guard ran its cleanup on a worker"
+    );
+}
+
+/// Make a guard on a worker whose cleanup sleeps `cleanup_for` (forever if `None`), then drop it
+/// on the loop's thread from a callback, where no task waits for it: the worker runs it as its
+/// own, and close waits for it (at most the shutdown timeout). The reports made, and whether the
+/// cleanup finished before close returned.
+fn close_with_a_worker_cleanup(
+    cleanup_for: Option<Duration>,
+    shutdown_timeout: Duration,
+) -> (Vec<String>, bool) {
+    finishes_within(LIMIT, move || {
+        let reports = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let log = reports.clone();
+        let lp = runner::EventLoop::builder()
+            .workers(1)
+            .exception_handler(move |_, ctx| log.borrow_mut().push(ctx.message().to_owned()))
+            .build();
+        let finished = Arc::new(AtomicBool::new(false));
+        let f = finished.clone();
+        let runner = Runner::builder()
+            .loop_factory(move || lp)
+            .executor_shutdown_timeout(shutdown_timeout)
+            .build();
+        runner
+            .run(async move {
+                let guard = runner::spawn_send(async move {
+                    runner::defer(async move {
+                        match cleanup_for {
+                            Some(d) => runner::sleep(d).await,
+                            None => std::future::pending().await,
+                        }
+                        f.store(true, Ordering::SeqCst);
+                    })
+                })
+                .await
+                .unwrap();
+                runner::get_running_loop()
+                    .expect("inside a run")
+                    .call_soon(move || drop(guard));
+                runner::yield_now().await;
+            })
+            .unwrap();
+        runner.close();
+        let messages = reports.borrow().clone();
+        (messages, finished.load(Ordering::SeqCst))
+    })
+}
+
+#[test]
+fn close_waits_for_the_cleanups_a_worker_runs_as_its_own() {
+    let (reports, finished) =
+        close_with_a_worker_cleanup(Some(Duration::from_millis(300)), Duration::from_secs(30));
+    assert!(finished, "close returned before the worker's cleanup ended");
+    assert_eq!(reports, Vec::<String>::new());
+}
+
+#[test]
+fn close_waits_for_a_workers_cleanups_at_most_the_shutdown_timeout() {
+    let (reports, finished) = close_with_a_worker_cleanup(None, Duration::from_millis(300));
+    assert!(!finished);
+    assert_eq!(
+        reports,
+        [
+            "1 worker thread(s) still running 0.3 s after close stopped them: a pool task or an \
+          async cleanup is stuck; they are left to finish on their own, with the tasks left on \
+          the pool"
+        ]
+    );
+}

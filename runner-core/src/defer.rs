@@ -31,16 +31,19 @@
 use std::fmt;
 use std::future::Future;
 use std::panic::Location;
-use std::rc::{Rc, Weak};
 
 use crate::context::Context;
 use crate::report::source_location;
-use crate::task::cleanup::{guarded, in_context, schedule_cleanup};
-use crate::task::scope::{self, Cleanup, Scope};
+use crate::task::bound::BoundCleanup;
+use crate::task::cleanup::{guarded, in_context};
 
 /// Run `cleanup` when the returned guard is dropped, as part of the current task.
 ///
 /// The cleanup runs in a copy of the context `defer` was called in. [`Defer::disarm`] cancels it.
+///
+/// The guard is `Send` (a task on the worker pool may hold one across an await) but the cleanup
+/// need not be: it stays on the thread that called `defer` and runs there. A guard dropped on
+/// another thread sends it home, and the task that dropped the guard ends only after it has run.
 #[track_caller]
 pub fn defer<F: Future<Output = ()> + 'static>(cleanup: F) -> Defer {
     let at = Location::caller();
@@ -48,30 +51,31 @@ pub fn defer<F: Future<Output = ()> + 'static>(cleanup: F) -> Defer {
         format!("deferred cleanup created at {}", source_location(at))
     });
     Defer {
-        cleanup: Some(cleanup),
-        home: scope::current().map(|s| Rc::downgrade(&s)),
+        cleanup: Some(BoundCleanup::new(cleanup, at)),
     }
 }
 
 /// The guard [`defer`] returns: dropping it schedules the cleanup.
 #[must_use = "the cleanup runs when the guard is dropped: bind it with `let _guard = defer(..)`"]
 pub struct Defer {
-    cleanup: Option<Cleanup>,
-    /// The loop it was made on: where it runs if no task or loop is running when it is dropped.
-    home: Option<Weak<Scope>>,
+    /// The cleanup, kept on the thread that made it (with the loop it belongs to: where it runs
+    /// if no task or loop is running when the guard is dropped).
+    cleanup: Option<BoundCleanup>,
 }
 
 impl Defer {
     /// Cancel the cleanup: it never runs.
     pub fn disarm(mut self) {
-        self.cleanup = None;
+        if let Some(cleanup) = self.cleanup.take() {
+            cleanup.disarm();
+        }
     }
 }
 
 impl Drop for Defer {
     fn drop(&mut self) {
         if let Some(cleanup) = self.cleanup.take() {
-            schedule_cleanup(cleanup, self.home.take());
+            cleanup.schedule();
         }
     }
 }

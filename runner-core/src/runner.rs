@@ -277,8 +277,10 @@ fn close_loop(lp: &EventLoop, timeout: Duration, abandoned: bool) -> bool {
         let _ = waiting.step(work.tasks, lp.cancel_all_tasks())
             // 2. Close the async generators still open, and wait for scheduled cleanups.
             && waiting.step(work.tasks || work.asyncgens, lp.shutdown_asyncgens())
-            // 3. Join the default executor's threads, for at most `timeout`.
-            && waiting.step(work.executor, lp.shutdown_default_executor(Some(timeout)));
+            // 3. Join the default executor's threads, then the worker threads (each finishing
+            //    the cleanups made on it), for at most `timeout` each.
+            && waiting.step(work.executor, lp.shutdown_default_executor(Some(timeout)))
+            && waiting.step(work.workers, lp.shutdown_workers(timeout));
         interrupted = waiting.interrupt.is_some_and(|i| i.is_aborted());
     }
     // 4. Close the loop.

@@ -37,6 +37,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use event_listener::{Event, Listener};
+use futures_lite::FutureExt;
 
 use crate::blocking::BlockingHandle;
 use crate::context::Context;
@@ -44,11 +45,13 @@ use crate::header::{Header, TaskRef};
 use crate::lock::lock;
 use crate::queue::Inbox;
 use crate::report::ExceptionContext;
+use crate::task::bound;
 use crate::task::future::{Home, TaskFuture};
 use crate::task::handle::Task;
 use crate::task::registry::Slot;
 use crate::task::scope;
 use crate::task::spawn::spawn_on;
+use crate::task::worker_local::WorkerLocal;
 
 /// How long close waits for the worker threads to exit once their tasks are done: a worker
 /// still inside a poll after that is stuck in it.
@@ -69,6 +72,8 @@ pub(crate) struct Workers {
     /// Worker threads that have not exited yet.
     running: AtomicUsize,
     exited: Event,
+    /// A wait for the workers to exit ran out and was reported: none is waited for again.
+    left_behind: AtomicBool,
     /// The loop: where reports about pool tasks are posted.
     inbox: Inbox,
     /// The loop's default executor, for `to_thread` called from a pool task.
@@ -100,6 +105,7 @@ impl Workers {
             stopped: Event::new(),
             running: AtomicUsize::new(0),
             exited: Event::new(),
+            left_behind: AtomicBool::new(false),
             inbox,
             blocking,
         });
@@ -108,7 +114,7 @@ impl Workers {
             workers.running.fetch_add(1, Ordering::AcqRel);
             let started = thread::Builder::new()
                 .name(format!("runner-worker-{i}"))
-                .spawn(move || pool.work(&executor, slow_poll));
+                .spawn(move || pool.work(executor, slow_poll));
             if let Err(err) = started {
                 workers.running.fetch_sub(1, Ordering::AcqRel);
                 crate::report::write_stderr(format_args!(
@@ -123,10 +129,16 @@ impl Workers {
         Some(workers)
     }
 
-    /// A worker thread's life: run the pool's tasks until told to stop.
-    fn work(self: Arc<Self>, executor: &async_executor::Executor<'static>, slow: Option<Duration>) {
+    /// A worker thread's life: run the pool's tasks, and the cleanups made here, until told to
+    /// stop; then finish those cleanups.
+    fn work(
+        self: Arc<Self>,
+        executor: Arc<async_executor::Executor<'static>>,
+        slow: Option<Duration>,
+    ) {
         scope::set_slow_poll_threshold(slow);
         CURRENT.with(|c| *c.borrow_mut() = Some(self.clone()));
+        let local = WorkerLocal::enter();
         let stop = async {
             loop {
                 if self.stop.load(Ordering::Acquire) {
@@ -139,7 +151,13 @@ impl Workers {
                 listener.await;
             }
         };
-        async_io::block_on(executor.run(stop));
+        local.block_on(executor.run(stop));
+        // The last worker out drops what is left on the pool, here, where the cleanups those
+        // tasks leave can still run; then every cleanup made on this thread is finished.
+        drop(executor);
+        local.finish();
+        bound::drop_kept();
+        drop(local);
         let _ = CURRENT.try_with(|c| c.borrow_mut().take());
         self.running.fetch_sub(1, Ordering::AcqRel);
         self.exited.notify(usize::MAX);
@@ -190,38 +208,88 @@ impl Workers {
         self.closing.store(closing, Ordering::Release);
     }
 
-    /// Tell the workers to exit, let go of the executor, and wait at most `wait` (none: not at
-    /// all) for them; reports a worker still running after that. Idempotent.
-    pub(crate) fn stop(&self, wait: Option<Duration>, report: impl Fn(ExceptionContext)) {
-        if self.stop.swap(true, Ordering::AcqRel) {
-            return;
+    /// Tell the workers to exit once they have finished the cleanups made on them. Idempotent.
+    fn tell_stop(&self) {
+        if !self.stop.swap(true, Ordering::AcqRel) {
+            self.stopped.notify(usize::MAX);
         }
-        self.stopped.notify(usize::MAX);
-        let executor = lock(&self.executor).take();
-        let Some(wait) = wait else { return };
-        let deadline = Instant::now() + wait;
-        loop {
-            let running = self.running.load(Ordering::Acquire);
-            if running == 0 {
+    }
+
+    /// Worker threads that have not exited yet.
+    fn running(&self) -> usize {
+        self.running.load(Ordering::Acquire)
+    }
+
+    /// Worker threads told to stop that are still finishing their cleanups.
+    pub(crate) fn finishing(&self) -> usize {
+        match self.stop.load(Ordering::Acquire) {
+            true => self.running(),
+            false => 0,
+        }
+    }
+
+    /// Tell the workers to exit and wait, without blocking the loop, until they have (their
+    /// cleanups finished), for at most `timeout`; reports the workers still running after that.
+    pub(crate) async fn join(&self, timeout: Duration, report: impl Fn(ExceptionContext)) {
+        self.tell_stop();
+        let deadline = Instant::now() + timeout;
+        while self.running() > 0 {
+            let listener = self.exited.listen();
+            if self.running() == 0 {
                 break;
             }
+            let exited = async {
+                listener.await;
+                true
+            };
+            let timed_out = async {
+                async_io::Timer::at(deadline).await;
+                false
+            };
+            if !exited.or(timed_out).await {
+                self.give_up(timeout, report);
+                return;
+            }
+        }
+    }
+
+    /// Tell the workers to exit, let go of the executor, and wait at most `wait` (none: not at
+    /// all) for them; reports a worker still running after that. Idempotent: once a wait has
+    /// run out, no other is made.
+    pub(crate) fn stop(&self, wait: Option<Duration>, report: impl Fn(ExceptionContext)) {
+        self.tell_stop();
+        let executor = lock(&self.executor).take();
+        let Some(wait) = wait.filter(|_| !self.left_behind.load(Ordering::Acquire)) else {
+            return;
+        };
+        let deadline = Instant::now() + wait;
+        while self.running() > 0 {
             let listener = self.exited.listen();
-            if self.running.load(Ordering::Acquire) == 0 {
+            if self.running() == 0 {
                 break;
             }
             if listener.wait_deadline(deadline).is_none() {
-                report(ExceptionContext::new(format!(
-                    "{running} worker thread(s) still running {:.1} s after close stopped \
-                     them: a pool task is stuck in a poll; they are left to finish on their \
-                     own, with the tasks left on the pool",
-                    wait.as_secs_f64()
-                )));
+                self.give_up(wait, report);
                 return;
             }
         }
         // Every worker has exited: the last handle goes here, and with it every future left
         // on the pool, dropped on this thread.
         drop(executor);
+    }
+
+    /// A wait of `waited` for the workers to exit ran out: say so, once, and wait no more.
+    fn give_up(&self, waited: Duration, report: impl Fn(ExceptionContext)) {
+        if self.left_behind.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        report(ExceptionContext::new(format!(
+            "{} worker thread(s) still running {:.1} s after close stopped them: a pool task \
+             or an async cleanup is stuck; they are left to finish on their own, with the \
+             tasks left on the pool",
+            self.running(),
+            waited.as_secs_f64()
+        )));
     }
 }
 

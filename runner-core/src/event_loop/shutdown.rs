@@ -32,6 +32,8 @@ pub(crate) struct CloseWork {
     pub(crate) asyncgens: bool,
     /// A started default executor to join.
     pub(crate) executor: bool,
+    /// Worker threads to stop and join.
+    pub(crate) workers: bool,
 }
 
 impl EventLoop {
@@ -78,6 +80,18 @@ impl EventLoop {
         }
     }
 
+    /// Stop the worker threads and wait until they have exited, each after finishing the
+    /// async cleanups made on it, at most `timeout`. When the time runs out a report says so;
+    /// the threads left running do not keep the process alive.
+    pub(crate) async fn shutdown_workers(&self, timeout: Duration) {
+        let workers = self.inner.workers.borrow().clone();
+        if let Some(workers) = workers {
+            workers
+                .join(timeout, |ctx| self.call_exception_handler(ctx))
+                .await;
+        }
+    }
+
     /// What each close step would wait for.
     pub(crate) fn close_work(&self) -> CloseWork {
         let scope = &self.inner.scope;
@@ -96,6 +110,7 @@ impl EventLoop {
                 .any(|g| g.strong_count() > 0)
                 || scope.finalizers.borrow().iter().any(|t| !t.is_finished()),
             executor: !self.inner.default_executor.is_idle(),
+            workers: self.inner.workers.borrow().is_some(),
         }
     }
 
@@ -181,6 +196,14 @@ impl EventLoop {
             lines.push(format!(
                 "{cleanups} async cleanup(s) those tasks are running"
             ));
+        }
+        if let Some(workers) = &*self.inner.workers.borrow() {
+            let running = workers.finishing();
+            if running > 0 {
+                lines.push(format!(
+                    "{running} worker thread(s) finishing the async cleanups made on them"
+                ));
+            }
         }
         for (at, running) in self.inner.default_executor.running_jobs() {
             lines.push(format!(

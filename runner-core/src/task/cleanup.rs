@@ -1,8 +1,9 @@
 //! The one home of async cleanup scheduling. Every async cleanup (a dropped `defer` guard, a
 //! closing generator or finalized stream) is scheduled here so that none is ever silently
 //! skipped: tied to the task being polled, which finishes only after it; else spawned on the
-//! running loop (or the loop it belongs to) as a finalizer, which close waits for; else, with no
-//! open loop left, run to completion on the spot.
+//! running loop (or the loop it belongs to) as a finalizer, which close waits for; else on the
+//! worker thread it was made on, which finishes its cleanups before it exits; else, with no open
+//! loop left, run to completion on the spot.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -19,9 +20,11 @@ use crate::error::{drop_quietly, panic_message};
 use crate::report::{write_stderr, ExceptionContext};
 use crate::task::current::push_cleanup;
 use crate::task::scope::{self, Cleanup, Closable, Scope};
+use crate::task::worker_local;
 
 /// Schedule an async cleanup so that it runs exactly once: as part of the task being polled,
-/// else on the running loop, else on `home` (the loop it belongs to) if still open, else now.
+/// else on the running loop, else on `home` (the loop it belongs to) if still open, else on this
+/// worker thread, else now.
 pub(crate) fn schedule_cleanup(cleanup: Cleanup, home: Option<Weak<Scope>>) {
     let cleanup = match push_cleanup(cleanup) {
         Ok(()) => return,
@@ -30,7 +33,11 @@ pub(crate) fn schedule_cleanup(cleanup: Cleanup, home: Option<Weak<Scope>>) {
     let home = home.and_then(|w| w.upgrade());
     match scope::current().or(home).filter(|s| !s.is_closed()) {
         Some(scope) => scope.spawn_finalizer(cleanup),
-        None => run_now(vec![cleanup]),
+        None => {
+            if let Err(cleanup) = worker_local::spawn_finalizer(cleanup) {
+                run_now(vec![cleanup]);
+            }
+        }
     }
 }
 

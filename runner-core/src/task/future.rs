@@ -23,6 +23,7 @@ use crate::task::current::{self, Entered};
 use crate::task::handle::{report_unretrieved, Output};
 use crate::task::registry::Slot;
 use crate::task::scope::{self, Cleanup};
+use crate::task::worker_local::{self, Done};
 
 pin_project! {
     /// See the module documentation. Its output is `None` when the task was cancelled or
@@ -35,8 +36,8 @@ pin_project! {
         slot: Slot,
         // How the future ended, kept while the task's cleanups run.
         ended: Option<Outcome<F::Output>>,
-        // The task has cleanups waiting in its loop (they are `!Send`, this future may not be).
-        cleanups_pending: bool,
+        // Where the task's pending cleanups are (they are `!Send`, this future may not be).
+        cleanups: Cleanups,
         // An owned header has been given the waker the task is polled with.
         polled: bool,
     }
@@ -47,17 +48,22 @@ pin_project! {
             // its context, and must not unwind into the executor; the async cleanups they leave
             // have no loop left and run on the spot.
             let mut this = this.project();
-            if this.fut.is_some() || *this.cleanups_pending {
+            if this.fut.is_some() || !matches!(this.cleanups, Cleanups::None) {
                 let header = this.home.header();
                 let mut guard = PollGuard::enter(header, this.home.own_waker(), this.ctx);
                 catch_quietly(|| this.fut.set(None));
                 let mut left = guard.take_cleanups().unwrap_or_default();
-                if *this.cleanups_pending {
+                if let Cleanups::InLoop = this.cleanups {
                     if let Some(scope) = scope::current() {
                         left.extend(scope.take_task_cleanups(header.id));
                     }
                 }
-                run_now(left);
+                // A worker runs them as its own; elsewhere no loop is left: they run here.
+                for cleanup in left {
+                    if let Err(cleanup) = worker_local::spawn_finalizer(cleanup) {
+                        run_now(vec![cleanup]);
+                    }
+                }
                 drop(guard);
                 header.finish();
             }
@@ -79,6 +85,15 @@ enum Outcome<T> {
     Panicked(Box<dyn Any + Send>),
     /// A destructor panicked while a cancellation dropped the future.
     PanickedCancelling(Box<dyn Any + Send>),
+}
+
+/// Where a task's pending async cleanups are.
+enum Cleanups {
+    None,
+    /// Kept by the running loop under the task's id, polled in the task's polls.
+    InLoop,
+    /// Run by a worker's driver task (`worker_local`); the task ends when it is done.
+    OnWorker(Arc<Done>),
 }
 
 /// Where a task's header lives.
@@ -140,7 +155,7 @@ impl<F: Future> TaskFuture<F> {
             ctx,
             slot,
             ended: None,
-            cleanups_pending: false,
+            cleanups: Cleanups::None,
             polled: false,
         }
     }
@@ -212,9 +227,11 @@ impl<F: Future> Future for TaskFuture<F> {
         }
         // Async cleanups left behind run as part of the task, which ends after them.
         let new_cleanups = guard.take_cleanups();
-        if *this.cleanups_pending || new_cleanups.is_some() {
+        if !matches!(this.cleanups, Cleanups::None) || new_cleanups.is_some() {
             let new_cleanups = new_cleanups.unwrap_or_default();
-            *this.cleanups_pending = drive_cleanups(header.id, new_cleanups, &mut guard, cx);
+            let waiting = std::mem::replace(this.cleanups, Cleanups::None);
+            *this.cleanups =
+                drive_cleanups(waiting, header, own_waker, new_cleanups, &mut guard, cx);
         }
 
         if let (Some(threshold), Some(started)) = (slow_after, started) {
@@ -225,7 +242,7 @@ impl<F: Future> Future for TaskFuture<F> {
             }
         }
 
-        if *this.cleanups_pending {
+        if !matches!(this.cleanups, Cleanups::None) {
             return Poll::Pending;
         }
         let output = match this.ended.take() {
@@ -260,14 +277,46 @@ impl<F: Future> Future for TaskFuture<F> {
     }
 }
 
-/// Poll a task's cleanups (kept by its loop between polls) until they are done; true while some
-/// are still pending. Cleanups that these cleanups leave behind join the list. Off the loop (a
-/// blocking job on a pool thread) there is no loop to keep them, so they run on the spot.
-fn drive_cleanups(id: u64, new: Vec<Cleanup>, guard: &mut PollGuard<'_>, cx: &mut Cx<'_>) -> bool {
+/// Poll a task's cleanups (kept by its loop between polls) until they are done; says where the
+/// ones still pending are. Cleanups that these cleanups leave behind join the list. On a worker
+/// thread, the worker runs them beside its other work (`worker_local`) and the task waits for
+/// them; off any loop or worker (a blocking job on a pool thread) they run on the spot.
+fn drive_cleanups(
+    waiting: Cleanups,
+    header: &Header,
+    waker: &Waker,
+    new: Vec<Cleanup>,
+    guard: &mut PollGuard<'_>,
+    cx: &mut Cx<'_>,
+) -> Cleanups {
+    if let Cleanups::OnWorker(done) = waiting {
+        if !new.is_empty() {
+            // Left by a report handler after the task's last look: they run on their own.
+            for cleanup in new {
+                schedule_cleanup(cleanup, None);
+            }
+        }
+        return match done.poll_done(cx) {
+            Poll::Ready(()) => Cleanups::None,
+            Poll::Pending => Cleanups::OnWorker(done),
+        };
+    }
     let Some(scope) = scope::current() else {
-        run_now(new);
-        return false;
+        // SAFETY: `waker` keeps `header` alive (see `TaskFuture::poll`'s `own_waker`).
+        #[allow(unsafe_code)]
+        let task = unsafe { TaskRef::new(header, waker.clone()) };
+        return match worker_local::drive_task_cleanups(task, new) {
+            Ok(done) => match done.poll_done(cx) {
+                Poll::Ready(()) => Cleanups::None,
+                Poll::Pending => Cleanups::OnWorker(done),
+            },
+            Err(new) => {
+                run_now(new);
+                Cleanups::None
+            }
+        };
     };
+    let id = header.id;
     let mut list = scope.take_task_cleanups(id);
     list.extend(new);
     loop {
@@ -277,11 +326,11 @@ fn drive_cleanups(id: u64, new: Vec<Cleanup>, guard: &mut PollGuard<'_>, cx: &mu
             None => break,
         }
     }
-    let pending = !list.is_empty();
-    if pending {
-        scope.put_task_cleanups(id, list);
+    if list.is_empty() {
+        return Cleanups::None;
     }
-    pending
+    scope.put_task_cleanups(id, list);
+    Cleanups::InLoop
 }
 
 /// Makes a task current (its context, its identity, its cleanup list) for the length of a poll.

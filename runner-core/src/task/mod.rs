@@ -16,9 +16,10 @@
 //!
 //! Layers, each file importing only from those above it in this list (a task's shared state, its
 //! `Header`, lives below the executor, in `crate::header`): `registry` (what close cancels), `scope` (the part of a loop tasks use),
-//! `current` (the task being polled), `cleanup` (scheduling async cleanups), `handle` (`Task`),
+//! `current` (the task being polled), `worker_local` (a worker thread's own cleanups), `cleanup` (scheduling async cleanups), `bound` (a cleanup kept on the thread that made it), `handle` (`Task`),
 //! `future` (the future every task runs in), `spawn`.
 
+pub(crate) mod bound;
 pub(crate) mod cleanup;
 pub(crate) mod current;
 pub(crate) mod future;
@@ -26,3 +27,4 @@ pub(crate) mod handle;
 pub(crate) mod registry;
 pub(crate) mod scope;
 pub(crate) mod spawn;
+pub(crate) mod worker_local;
