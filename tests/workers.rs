@@ -600,3 +600,33 @@ fn close_waits_for_a_workers_cleanups_at_most_the_shutdown_timeout() {
         ]
     );
 }
+
+/// A pool task learns its waker at its first wait: a cancel that lands while that first poll
+/// is still running must still wake it.
+#[test]
+fn a_pool_task_cancelled_during_its_first_poll_still_ends_cancelled() {
+    let cancelled = finishes_within(LIMIT, || {
+        Runner::builder()
+            .workers(1)
+            .run(async {
+                let started = Arc::new(AtomicBool::new(false));
+                let go_on = Arc::new(AtomicBool::new(false));
+                let (s, g) = (started.clone(), go_on.clone());
+                let task = runner::spawn_send(async move {
+                    s.store(true, Ordering::SeqCst);
+                    while !g.load(Ordering::SeqCst) {
+                        std::hint::spin_loop();
+                    }
+                    std::future::pending::<()>().await;
+                });
+                while !started.load(Ordering::SeqCst) {
+                    runner::yield_now().await;
+                }
+                task.cancel();
+                go_on.store(true, Ordering::SeqCst);
+                task.await.unwrap_err().is_cancelled()
+            })
+            .unwrap()
+    });
+    assert!(cancelled);
+}

@@ -249,7 +249,9 @@ impl OwnedHeader {
         })
     }
 
-    /// The task is polled with `waker`: cancelling it wakes that.
+    /// The task is polled with `waker`: cancelling it wakes that. The waker is stored under the
+    /// lock `wake_by_ref` takes, so a caller that checks `CANCEL_REQUESTED` after this call sees
+    /// any cancel whose wake-up found no waker (the flag is set before that lock is taken).
     pub(crate) fn polled_with(&self, waker: &Waker) {
         let mut slot = lock(&self.waker);
         if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {

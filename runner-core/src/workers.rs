@@ -59,9 +59,9 @@ pub(crate) const JOIN_WAIT: Duration = Duration::from_secs(1);
 
 /// A loop's worker pool.
 pub(crate) struct Workers {
-    /// `None` once close has let go of it: the executor (and the tasks left on it) is dropped
-    /// when the last worker thread exits.
-    executor: Mutex<Option<Arc<async_executor::Executor<'static>>>>,
+    /// Dropped (with the tasks left on it) with the last handle to the pool, once the loop has
+    /// let go of it and the worker threads have exited. Read without a lock on every spawn.
+    executor: async_executor::Executor<'static>,
     /// The pool's tasks, for close to cancel; finished ones are pruned as the list grows.
     tasks: Mutex<Vec<TaskRef>>,
     /// Close is cancelling the pool's tasks: one spawned now is cancelled at once.
@@ -96,9 +96,8 @@ impl Workers {
         blocking: BlockingHandle,
         slow_poll: Option<Duration>,
     ) -> Option<Arc<Workers>> {
-        let executor = Arc::new(async_executor::Executor::new());
         let workers = Arc::new(Workers {
-            executor: Mutex::new(Some(executor.clone())),
+            executor: async_executor::Executor::new(),
             tasks: Mutex::default(),
             closing: AtomicBool::new(false),
             stop: AtomicBool::new(false),
@@ -110,11 +109,11 @@ impl Workers {
             blocking,
         });
         for i in 0..n.max(1) {
-            let (pool, executor) = (workers.clone(), executor.clone());
+            let pool = workers.clone();
             workers.running.fetch_add(1, Ordering::AcqRel);
             let started = thread::Builder::new()
                 .name(format!("runner-worker-{i}"))
-                .spawn(move || pool.work(executor, slow_poll));
+                .spawn(move || pool.work(slow_poll));
             if let Err(err) = started {
                 workers.running.fetch_sub(1, Ordering::AcqRel);
                 crate::report::write_stderr(format_args!(
@@ -131,11 +130,7 @@ impl Workers {
 
     /// A worker thread's life: run the pool's tasks, and the cleanups made here, until told to
     /// stop; then finish those cleanups.
-    fn work(
-        self: Arc<Self>,
-        executor: Arc<async_executor::Executor<'static>>,
-        slow: Option<Duration>,
-    ) {
+    fn work(self: Arc<Self>, slow: Option<Duration>) {
         scope::set_slow_poll_threshold(slow);
         CURRENT.with(|c| *c.borrow_mut() = Some(self.clone()));
         let local = WorkerLocal::enter();
@@ -151,10 +146,8 @@ impl Workers {
                 listener.await;
             }
         };
-        local.block_on(executor.run(stop));
-        // The last worker out drops what is left on the pool, here, where the cleanups those
-        // tasks leave can still run; then every cleanup made on this thread is finished.
-        drop(executor);
+        local.block_on(self.executor.run(stop));
+        // Every cleanup made on this thread is finished before it exits.
         local.finish();
         bound::drop_kept();
         drop(local);
@@ -171,13 +164,12 @@ impl Workers {
     {
         let (home, me) = Home::owned(Header::new(None, at, self.inbox.owner()));
         let fut = TaskFuture::new(fut, home, Context::current(), Slot::Never);
-        let executor = lock(&self.executor).clone();
-        let Some(executor) = executor.filter(|_| !self.stop.load(Ordering::Acquire)) else {
+        if self.stop.load(Ordering::Acquire) {
             // The pool is stopped: the task is cancelled at once, its future dropped here.
             me.cancel_for_interrupt();
             drop(fut);
             return Task::cancelled(me);
-        };
+        }
         {
             let mut tasks = lock(&self.tasks);
             if tasks.len() >= 64 && tasks.len().is_power_of_two() {
@@ -188,7 +180,7 @@ impl Workers {
         if self.closing.load(Ordering::Acquire) {
             me.cancel();
         }
-        Task::on_pool(executor.spawn(fut), me)
+        Task::on_pool(self.executor.spawn(fut), me)
     }
 
     /// The loop the pool belongs to.
@@ -253,12 +245,12 @@ impl Workers {
         }
     }
 
-    /// Tell the workers to exit, let go of the executor, and wait at most `wait` (none: not at
-    /// all) for them; reports a worker still running after that. Idempotent: once a wait has
-    /// run out, no other is made.
+    /// Tell the workers to exit, and wait at most `wait` (none: not at all) for them; reports a
+    /// worker still running after that. Idempotent: once a wait has run out, no other is made.
+    /// What is left on the pool is dropped with the pool's last handle: the loop's, once the
+    /// workers have exited (on the loop's thread), else the last worker's.
     pub(crate) fn stop(&self, wait: Option<Duration>, report: impl Fn(ExceptionContext)) {
         self.tell_stop();
-        let executor = lock(&self.executor).take();
         let Some(wait) = wait.filter(|_| !self.left_behind.load(Ordering::Acquire)) else {
             return;
         };
@@ -273,9 +265,6 @@ impl Workers {
                 return;
             }
         }
-        // Every worker has exited: the last handle goes here, and with it every future left
-        // on the pool, dropped on this thread.
-        drop(executor);
     }
 
     /// A wait of `waited` for the workers to exit ran out: say so, once, and wait no more.

@@ -38,7 +38,7 @@ pin_project! {
         ended: Option<Outcome<F::Output>>,
         // Where the task's pending cleanups are (they are `!Send`, this future may not be).
         cleanups: Cleanups,
-        // An owned header has been given the waker the task is polled with.
+        // An owned header has been given the waker the task is polled with (`will_wait`).
         polled: bool,
     }
 
@@ -177,13 +177,7 @@ impl<F: Future> Future for TaskFuture<F> {
         // async-task with a waker of its own allocation; a main task has its own.
         let own_waker = match home {
             Home::Spawned(_) => cx.waker(),
-            Home::Owned(main, task) => {
-                if !*this.polled {
-                    *this.polled = true;
-                    main.polled_with(cx.waker());
-                }
-                task.waker()
-            }
+            Home::Owned(_, task) => task.waker(),
         };
         if let Slot::OnFirstPoll = this.slot {
             // SAFETY: see `own_waker`.
@@ -243,10 +237,10 @@ impl<F: Future> Future for TaskFuture<F> {
         }
 
         if !matches!(this.cleanups, Cleanups::None) {
-            return Poll::Pending;
+            return will_wait(home, this.polled, cx);
         }
         let output = match this.ended.take() {
-            None | Some(Outcome::Pending) => return Poll::Pending,
+            None | Some(Outcome::Pending) => return will_wait(home, this.polled, cx),
             Some(Outcome::Ready(v)) => Some(Output::new(v)),
             Some(Outcome::Cancelled) => None,
             Some(Outcome::Panicked(payload)) => {
@@ -275,6 +269,23 @@ impl<F: Future> Future for TaskFuture<F> {
         header.finish();
         Poll::Ready(output)
     }
+}
+
+/// The task is about to wait. An owned header learns, at the first wait, the waker its task is
+/// polled with, so that `cancel` can wake the task (a task's waker does not change). Tasks that
+/// end in their first poll (most pool tasks) never pay for it.
+fn will_wait<T>(home: &Home, polled: &mut bool, cx: &Cx<'_>) -> Poll<T> {
+    if let Home::Owned(owned, _) = home {
+        if !*polled {
+            *polled = true;
+            owned.polled_with(cx.waker());
+            // A cancel made before the waker was there woke nobody (see `polled_with`).
+            if owned.header.has(CANCEL_REQUESTED) {
+                cx.waker().wake_by_ref();
+            }
+        }
+    }
+    Poll::Pending
 }
 
 /// Poll a task's cleanups (kept by its loop between polls) until they are done; says where the
