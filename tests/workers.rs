@@ -630,3 +630,29 @@ fn a_pool_task_cancelled_during_its_first_poll_still_ends_cancelled() {
     });
     assert!(cancelled);
 }
+
+/// A guard dropped on another thread after the loop that made it has closed cannot send its
+/// cleanup home (the cleanup is not `Send`): the cleanup does not run, and stderr says why.
+#[test]
+fn a_defer_guard_dropped_elsewhere_after_its_loop_closed_says_its_cleanup_does_not_run() {
+    let out = common::run_child("guard_dropped_elsewhere_after_close_child", &[]);
+    let text = common::text(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("cleanup ran: false"), "{text}");
+    assert!(
+        text.contains(
+            "was dropped on another thread after the loop or worker that made it had closed"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+#[ignore = "run by a_defer_guard_dropped_elsewhere_after_its_loop_closed_says_its_cleanup_does_not_run"]
+fn guard_dropped_elsewhere_after_close_child() {
+    let ran = std::rc::Rc::new(std::cell::Cell::new(false));
+    let r = ran.clone();
+    let guard = runner::run(async move { runner::defer(async move { r.set(true) }) }).unwrap();
+    thread::spawn(move || drop(guard)).join().unwrap();
+    println!("cleanup ran: {}", ran.get());
+}
