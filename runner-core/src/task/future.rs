@@ -59,11 +59,11 @@ pin_project! {
                     }
                 }
                 // A worker runs them as its own; elsewhere no loop is left: they run here.
-                for cleanup in left {
-                    if let Err(cleanup) = worker_local::spawn_finalizer(cleanup) {
-                        run_now(vec![cleanup]);
-                    }
-                }
+                let left: Vec<Cleanup> = left
+                    .into_iter()
+                    .filter_map(|cleanup| worker_local::spawn_finalizer(cleanup).err())
+                    .collect();
+                run_now(left);
                 drop(guard);
                 header.finish();
             }
