@@ -344,17 +344,26 @@ fn close_with_a_hundred_thousand_pending_pool_tasks_drops_every_future() {
     assert_eq!(dropped, 100_000);
 }
 
+/// A loop with one worker thread whose exception handler records each report's message.
+fn one_worker_loop() -> (
+    runner::EventLoop,
+    std::rc::Rc<std::cell::RefCell<Vec<String>>>,
+) {
+    let reports = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let log = reports.clone();
+    let lp = runner::EventLoop::builder()
+        .workers(1)
+        .exception_handler(move |_, ctx| log.borrow_mut().push(ctx.message().to_owned()))
+        .build();
+    (lp, reports)
+}
+
 /// `EventLoop::close` (without a runner's cancelling step) stops the workers: one stuck in a
 /// poll is reported after a second and left behind; close does not hang.
 #[test]
 fn close_reports_a_worker_stuck_in_a_poll_and_leaves_it_behind() {
     let reports = finishes_within(LIMIT, || {
-        let reports = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
-        let log = reports.clone();
-        let lp = runner::EventLoop::builder()
-            .workers(1)
-            .exception_handler(move |_, ctx| log.borrow_mut().push(ctx.message().to_owned()))
-            .build();
+        let (lp, reports) = one_worker_loop();
         let stuck = Arc::new(AtomicBool::new(true));
         let s = stuck.clone();
         lp.run_until_complete(async move {
@@ -384,39 +393,53 @@ fn close_reports_a_worker_stuck_in_a_poll_and_leaves_it_behind() {
     );
 }
 
+/// A log the tasks of a test push to, from any thread.
+type Log<L> = Arc<Mutex<Vec<L>>>;
+
+/// Run `body` (given a log) as the main task of a runner with `workers` worker threads, under
+/// the watchdog: its output, and the log as the run left it.
+fn run_logged<L, T, F, Fut>(workers: usize, limit: Duration, body: F) -> (T, Vec<L>)
+where
+    L: Clone + Send + 'static,
+    T: Send + 'static,
+    F: FnOnce(Log<L>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + 'static,
+{
+    finishes_within(limit, move || {
+        let log: Log<L> = Arc::default();
+        let out = Runner::builder()
+            .workers(workers)
+            .run(body(log.clone()))
+            .unwrap();
+        let entries = log.lock().unwrap().clone();
+        (out, entries)
+    })
+}
+
 /// A pool task's async cleanup runs on its worker without holding the worker up: with one
 /// worker, a cleanup that waits for another pool task still lets that task run.
 #[test]
 fn a_pool_tasks_cleanup_does_not_block_its_worker() {
-    let order = finishes_within(Duration::from_secs(20), || {
-        let log = Arc::new(Mutex::new(Vec::new()));
+    let ((), order) = run_logged(1, Duration::from_secs(20), |l| async move {
         let released = Arc::new(AtomicBool::new(false));
-        let (l, r) = (log.clone(), released.clone());
-        Runner::builder()
-            .workers(1)
-            .run(async move {
-                let (l2, r2) = (l.clone(), r.clone());
-                let waits = runner::spawn_send(async move {
-                    drop(runner::defer(async move {
-                        while !r2.load(Ordering::SeqCst) {
-                            runner::sleep(Duration::from_millis(1)).await;
-                        }
-                        l2.lock().unwrap().push("cleanup saw the release");
-                    }));
-                });
-                runner::sleep(Duration::from_millis(5)).await;
-                let (l3, r3) = (l.clone(), r.clone());
-                let releases = runner::spawn_send(async move {
-                    l3.lock().unwrap().push("second task ran");
-                    r3.store(true, Ordering::SeqCst);
-                });
-                releases.await.unwrap();
-                waits.await.unwrap();
-                l.lock().unwrap().push("first task ended");
-            })
-            .unwrap();
-        let order = log.lock().unwrap().clone();
-        order
+        let (l2, r2) = (l.clone(), released.clone());
+        let waits = runner::spawn_send(async move {
+            drop(runner::defer(async move {
+                while !r2.load(Ordering::SeqCst) {
+                    runner::sleep(Duration::from_millis(1)).await;
+                }
+                l2.lock().unwrap().push("cleanup saw the release");
+            }));
+        });
+        runner::sleep(Duration::from_millis(5)).await;
+        let (l3, r3) = (l.clone(), released.clone());
+        let releases = runner::spawn_send(async move {
+            l3.lock().unwrap().push("second task ran");
+            r3.store(true, Ordering::SeqCst);
+        });
+        releases.await.unwrap();
+        waits.await.unwrap();
+        l.lock().unwrap().push("first task ended");
     });
     assert_eq!(
         order,
@@ -432,37 +455,28 @@ fn a_pool_tasks_cleanup_does_not_block_its_worker() {
 /// `Send`: the cleanup runs on the thread that made the guard, before the awaiter sees the end.
 #[test]
 fn a_pool_task_holds_a_defer_guard_across_an_await_and_its_cleanup_runs_where_it_was_made() {
-    let (made_on, order) = finishes_within(LIMIT, || {
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let l = log.clone();
-        let made_on = Runner::builder()
-            .workers(2)
-            .run(async move {
-                let l2 = l.clone();
-                let (tx, rx) = async_channel::bounded(1);
-                let task = runner::spawn_send(async move {
-                    let here = thread::current().id();
-                    // Not `Send`: it never leaves the thread that made it.
-                    let not_send = std::rc::Rc::new(here);
-                    let _guard = runner::defer(async move {
-                        runner::yield_now().await;
-                        let same = thread::current().id() == *not_send;
-                        l2.lock()
-                            .unwrap()
-                            .push(format!("cleanup on its thread: {same}"));
-                    });
-                    tx.send(here).await.unwrap();
-                    std::future::pending::<()>().await;
-                });
-                let made_on = rx.recv().await.unwrap();
-                task.cancel();
-                assert!(task.await.unwrap_err().is_cancelled());
-                l.lock().unwrap().push("awaiter saw Cancelled".to_owned());
-                made_on
-            })
-            .unwrap();
-        let order = log.lock().unwrap().clone();
-        (made_on, order)
+    let (made_on, order) = run_logged(2, LIMIT, |l| async move {
+        let l2 = l.clone();
+        let (tx, rx) = async_channel::bounded(1);
+        let task = runner::spawn_send(async move {
+            let here = thread::current().id();
+            // Not `Send`: it never leaves the thread that made it.
+            let not_send = std::rc::Rc::new(here);
+            let _guard = runner::defer(async move {
+                runner::yield_now().await;
+                let same = thread::current().id() == *not_send;
+                l2.lock()
+                    .unwrap()
+                    .push(format!("cleanup on its thread: {same}"));
+            });
+            tx.send(here).await.unwrap();
+            std::future::pending::<()>().await;
+        });
+        let made_on = rx.recv().await.unwrap();
+        task.cancel();
+        assert!(task.await.unwrap_err().is_cancelled());
+        l.lock().unwrap().push("awaiter saw Cancelled".to_owned());
+        made_on
     });
     assert_ne!(
         made_on,
@@ -480,51 +494,42 @@ fn a_pool_task_holds_a_defer_guard_across_an_await_and_its_cleanup_runs_where_it
 /// and dropped by the main task, it runs on that worker.
 #[test]
 fn a_defer_guard_dropped_on_another_thread_runs_its_cleanup_on_the_thread_that_made_it() {
-    let (order, worker_ran) = finishes_within(LIMIT, || {
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let l = log.clone();
-        let worker_ran = Runner::builder()
-            .workers(2)
-            .run(async move {
-                let ran_on = std::rc::Rc::new(std::cell::Cell::new(None));
-                let r = ran_on.clone();
-                let l2 = l.clone();
-                let guard = runner::defer(async move {
-                    // Long enough that, were the pool task not waiting for it, main would see
-                    // the pool task end first.
-                    runner::sleep(Duration::from_millis(50)).await;
-                    r.set(Some(thread::current().id()));
-                    l2.lock().unwrap().push("main's cleanup");
-                });
-                runner::spawn_send(async move { drop(guard) })
-                    .await
-                    .unwrap();
-                l.lock().unwrap().push("pool task ended");
-                assert_eq!(ran_on.get(), Some(thread::current().id()));
-
-                let done = Arc::new(Mutex::new(None));
-                let d = done.clone();
-                let guard = runner::spawn_send(async move {
-                    let rc = std::rc::Rc::new(());
-                    runner::defer(async move {
-                        let _not_send = rc;
-                        runner::yield_now().await;
-                        *d.lock().unwrap() = Some(on_worker());
-                    })
-                })
-                .await
-                .unwrap();
-                drop(guard);
-                loop {
-                    if let Some(on_worker) = *done.lock().unwrap() {
-                        break on_worker;
-                    }
-                    runner::sleep(Duration::from_millis(1)).await;
-                }
-            })
+    let (worker_ran, order) = run_logged(2, LIMIT, |l| async move {
+        let ran_on = std::rc::Rc::new(std::cell::Cell::new(None));
+        let r = ran_on.clone();
+        let l2 = l.clone();
+        let guard = runner::defer(async move {
+            // Long enough that, were the pool task not waiting for it, main would see the
+            // pool task end first.
+            runner::sleep(Duration::from_millis(50)).await;
+            r.set(Some(thread::current().id()));
+            l2.lock().unwrap().push("main's cleanup");
+        });
+        runner::spawn_send(async move { drop(guard) })
+            .await
             .unwrap();
-        let order = log.lock().unwrap().clone();
-        (order, worker_ran)
+        l.lock().unwrap().push("pool task ended");
+        assert_eq!(ran_on.get(), Some(thread::current().id()));
+
+        let done = Arc::new(Mutex::new(None));
+        let d = done.clone();
+        let guard = runner::spawn_send(async move {
+            let rc = std::rc::Rc::new(());
+            runner::defer(async move {
+                let _not_send = rc;
+                runner::yield_now().await;
+                *d.lock().unwrap() = Some(on_worker());
+            })
+        })
+        .await
+        .unwrap();
+        drop(guard);
+        loop {
+            if let Some(on_worker) = *done.lock().unwrap() {
+                break on_worker;
+            }
+            runner::sleep(Duration::from_millis(1)).await;
+        }
     });
     assert_eq!(order, ["main's cleanup", "pool task ended"]);
     assert!(
@@ -542,12 +547,7 @@ fn close_with_a_worker_cleanup(
     shutdown_timeout: Duration,
 ) -> (Vec<String>, bool) {
     finishes_within(LIMIT, move || {
-        let reports = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
-        let log = reports.clone();
-        let lp = runner::EventLoop::builder()
-            .workers(1)
-            .exception_handler(move |_, ctx| log.borrow_mut().push(ctx.message().to_owned()))
-            .build();
+        let (lp, reports) = one_worker_loop();
         let finished = Arc::new(AtomicBool::new(false));
         let f = finished.clone();
         let runner = Runner::builder()
