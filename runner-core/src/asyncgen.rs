@@ -35,23 +35,27 @@
 //! registers (weakly) with the running loop, which closes it at shutdown if it is still open.
 //! [`finalize`](crate::finalize) gives any stream the same treatment.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe, Location};
 use std::pin::Pin;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 use std::task::{Context as Cx, Poll};
 
 use futures_core::Stream;
 
 use crate::context::Context;
 use crate::error::{drop_quietly, AsyncGenError, GeneratorExit};
-use crate::report::{source_location, ExceptionContext};
-use crate::task::cleanup::{guarded, in_context, register_closable, schedule_cleanup};
-use crate::task::scope::{self, Cleanup, Closable, Scope};
+use crate::kept_stream::{self, HomeStream, KeptStream};
+use crate::report::ExceptionContext;
+use crate::task::cleanup::{guarded, in_context};
+use crate::task::scope::{self, Cleanup, Closable};
 
 type Body = Pin<Box<dyn Future<Output = Result<(), GeneratorExit>>>>;
+
+/// A close under way: the body told to exit, driven to its end.
+type Closing = Pin<Box<dyn Future<Output = Result<(), AsyncGenError>>>>;
 
 /// The hand-off between the body (`Yielder`) and the consumer.
 struct Channel<T> {
@@ -67,26 +71,39 @@ enum State {
     Finished,
 }
 
+/// The generator itself, kept on the thread that made it.
 struct Core<T> {
     body: Cell<Option<Body>>,
+    /// An `aclose` left unfinished (its future was dropped): the next close goes on with it.
+    closing: Cell<Option<Closing>>,
     chan: Rc<Channel<T>>,
     state: Cell<State>,
     created_at: &'static Location<'static>,
     ctx: Context,
-    home: RefCell<Option<Weak<Scope>>>,
 }
 
-impl<T: 'static> Closable for Core<T> {
-    fn close_now(&self) -> Option<Cleanup> {
+impl<T: 'static> Core<T> {
+    /// Start closing: the body told to exit, or the close an `aclose` left unfinished; `None` if
+    /// there is nothing to close (never started, or finished).
+    fn start_closing(&self) -> Option<Closing> {
+        if let Some(closing) = self.closing.take() {
+            return Some(closing);
+        }
         let started = self.state.replace(State::Finished) == State::Started;
         let body = self.body.take()?;
         if !started {
             return None;
         }
-        let chan = self.chan.clone();
+        Some(Box::pin(close_body(body, self.chan.clone())))
+    }
+}
+
+impl<T: 'static> Closable for Core<T> {
+    fn close_now(&self) -> Option<Cleanup> {
+        let closing = self.start_closing()?;
         let name = self.describe();
         let closing = async move {
-            if let Err(err) = close_body(body, &chan).await {
+            if let Err(err) = closing.await {
                 scope::report(
                     None,
                     ExceptionContext::new(format!(
@@ -106,12 +123,60 @@ impl<T: 'static> Closable for Core<T> {
     }
 
     fn describe(&self) -> String {
-        format!("<AsyncGen created at {}>", source_location(self.created_at))
+        kept_stream::describe("AsyncGen", self.created_at)
+    }
+}
+
+impl<T: 'static> HomeStream for Core<T> {
+    type Item = T;
+
+    fn poll_item(&self, cx: &mut Cx<'_>) -> Poll<Option<T>> {
+        match self.state.get() {
+            State::Finished => return Poll::Ready(None),
+            State::NotStarted => self.state.set(State::Started),
+            State::Started => {}
+        }
+        let Some(mut body) = self.body.take() else {
+            return Poll::Ready(None);
+        };
+        match catch_unwind(AssertUnwindSafe(|| body.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => {
+                self.body.set(Some(body));
+                match self.chan.item.take() {
+                    Some(item) => Poll::Ready(Some(item)),
+                    None => Poll::Pending,
+                }
+            }
+            Ok(Poll::Ready(_)) => {
+                self.state.set(State::Finished);
+                Poll::Ready(None)
+            }
+            Err(payload) => {
+                self.state.set(State::Finished);
+                drop(body);
+                resume_unwind(payload)
+            }
+        }
+    }
+
+    fn poll_close(&self, cx: &mut Cx<'_>) -> Poll<Result<(), AsyncGenError>> {
+        let Some(mut closing) = self.start_closing() else {
+            return Poll::Ready(Ok(()));
+        };
+        let polled = closing.as_mut().poll(cx);
+        if polled.is_pending() {
+            self.closing.set(Some(closing));
+        }
+        polled
+    }
+
+    fn is_finished(&self) -> bool {
+        self.state.get() == State::Finished
     }
 }
 
 /// Resume a suspended body with `Err(GeneratorExit)` and drive it to its end.
-async fn close_body<T>(mut body: Body, chan: &Channel<T>) -> Result<(), AsyncGenError> {
+async fn close_body<T>(mut body: Body, chan: Rc<Channel<T>>) -> Result<(), AsyncGenError> {
     chan.closing.set(true);
     poll_fn(
         |cx| match catch_unwind(AssertUnwindSafe(|| body.as_mut().poll(cx))) {
@@ -128,10 +193,14 @@ async fn close_body<T>(mut body: Body, chan: &Channel<T>) -> Result<(), AsyncGen
 
 /// An async generator: a `Stream` whose body yields items with [`Yielder::yield_`] and whose
 /// async cleanup runs when it is exhausted, closed, dropped or shut down with its loop.
+///
+/// The body need not be `Send`: it runs on the thread that made the generator. The generator is
+/// `Send` when its items are, so a task on the worker pool can hold one across an await; used
+/// from another thread, it asks the thread that made it for each item (the body runs there, in
+/// the consumer's context), and dropped there it has that thread close it, the dropping task
+/// waiting until the body has finished.
 pub struct AsyncGen<T> {
-    core: Rc<Core<T>>,
-    /// The same core, type-erased where `T: 'static` was known, so `Drop` can close it.
-    erased: Rc<dyn Closable>,
+    stream: KeptStream<T>,
 }
 
 impl<T: 'static> AsyncGen<T> {
@@ -148,74 +217,36 @@ impl<T: 'static> AsyncGen<T> {
             exit_delivered: Cell::new(false),
         });
         let body: Body = Box::pin(body(Yielder { chan: chan.clone() }));
-        let core = Rc::new(Core {
+        let created_at = Location::caller();
+        let core = Core {
             body: Cell::new(Some(body)),
+            closing: Cell::new(None),
             chan,
             state: Cell::new(State::NotStarted),
-            created_at: Location::caller(),
+            created_at,
             ctx: Context::current(),
-            home: RefCell::new(None),
-        });
+        };
         AsyncGen {
-            erased: core.clone(),
-            core,
+            stream: KeptStream::new(core, "AsyncGen", created_at),
         }
     }
 
     /// The next item, or `None` once the body has finished or the generator was closed.
     /// A panic in the body propagates here, and the generator is finished afterwards.
     pub async fn next(&mut self) -> Option<T> {
-        poll_fn(|cx| self.poll_item(cx)).await
+        poll_fn(|cx| self.stream.poll_next(cx)).await
     }
 
     /// Close the generator: its suspended `yield_` returns `Err(GeneratorExit)` and the body runs
     /// to its end, async cleanup included. Closing a finished or never-started generator does
     /// nothing. Afterwards the stream yields `None`.
     pub async fn aclose(&mut self) -> Result<(), AsyncGenError> {
-        let started = self.core.state.replace(State::Finished) == State::Started;
-        match self.core.body.take() {
-            Some(body) if started => close_body(body, &self.core.chan).await,
-            _ => Ok(()),
-        }
+        poll_fn(|cx| self.stream.poll_close(cx)).await
     }
 
     /// True once the generator has finished or was closed.
     pub fn is_closed(&self) -> bool {
-        self.core.state.get() == State::Finished
-    }
-
-    fn poll_item(&self, cx: &mut Cx<'_>) -> Poll<Option<T>> {
-        let core = &self.core;
-        match core.state.get() {
-            State::Finished => return Poll::Ready(None),
-            State::NotStarted => {
-                core.state.set(State::Started);
-                *core.home.borrow_mut() =
-                    register_closable(Rc::downgrade(&self.erased), &|| core.describe());
-            }
-            State::Started => {}
-        }
-        let Some(mut body) = core.body.take() else {
-            return Poll::Ready(None);
-        };
-        match catch_unwind(AssertUnwindSafe(|| body.as_mut().poll(cx))) {
-            Ok(Poll::Pending) => {
-                core.body.set(Some(body));
-                match core.chan.item.take() {
-                    Some(item) => Poll::Ready(Some(item)),
-                    None => Poll::Pending,
-                }
-            }
-            Ok(Poll::Ready(_)) => {
-                core.state.set(State::Finished);
-                Poll::Ready(None)
-            }
-            Err(payload) => {
-                core.state.set(State::Finished);
-                drop(body);
-                resume_unwind(payload)
-            }
-        }
+        self.stream.is_finished()
     }
 }
 
@@ -223,26 +254,14 @@ impl<T: 'static> Stream for AsyncGen<T> {
     type Item = T;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Cx<'_>) -> Poll<Option<T>> {
-        self.poll_item(cx)
-    }
-}
-
-/// The finalizer: a started, unfinished generator is closed on the loop.
-impl<T> Drop for AsyncGen<T> {
-    fn drop(&mut self) {
-        if self.core.state.get() != State::Started {
-            return;
-        }
-        if let Some(cleanup) = self.erased.close_now() {
-            schedule_cleanup(cleanup, self.core.home.borrow_mut().take());
-        }
+        self.stream.poll_next(cx)
     }
 }
 
 impl<T> fmt::Debug for AsyncGen<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AsyncGen")
-            .field("state", &self.core.state.get())
+            .field("closed", &self.stream.is_finished())
             .finish_non_exhaustive()
     }
 }

@@ -303,6 +303,28 @@ impl Context {
         ContextGuard { ctx: self }
     }
 
+    /// A copy of the current context that keeps its identity, for work done for it on another
+    /// thread (a generator's body polled where it was made): tokens made on either side of the
+    /// loan stay valid on the other. [`take_back`](Self::take_back) adopts what it holds after.
+    pub(crate) fn lend() -> Context {
+        CURRENT.with(|c| {
+            c.change(false, |current| Context {
+                vars: current.vars.clone(),
+                id: current.identity(),
+            })
+        })
+    }
+
+    /// Make what a loan from the current context holds now (its variables, as set while it was
+    /// away) the current context's; a loan from another context is dropped.
+    pub(crate) fn take_back(lent: Context) {
+        CURRENT.with(|c| {
+            if c.borrow().id == lent.id {
+                c.change(true, |current| current.vars = lent.vars);
+            }
+        })
+    }
+
     /// The value of `var` in this context (not its default).
     pub fn get<T: Clone + Send + Sync + 'static>(&self, var: &ContextVar<T>) -> Option<T> {
         self.lookup(var.id())

@@ -1,26 +1,30 @@
 //! Stream finalization: attach an async cleanup to any stream, run exactly once when the stream
 //! is dropped (exhausted or not) or when the loop's `shutdown_asyncgens` closes it.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
 use std::panic::Location;
 use std::pin::Pin;
-use std::rc::{Rc, Weak};
 use std::task::{Context as Cx, Poll};
 
 use futures_core::Stream;
 
 use crate::context::Context;
-use crate::report::source_location;
-use crate::task::cleanup::{guarded, in_context, register_closable, schedule_cleanup};
-use crate::task::scope::{Cleanup, Closable, Scope};
+use crate::kept_stream::{self, HomeStream, KeptStream};
+use crate::task::cleanup::{guarded, in_context};
+use crate::task::scope::{Cleanup, Closable};
 
 /// Attach an async cleanup to any stream: `cleanup(stream)` runs exactly once, when the returned
 /// stream is dropped (exhausted or not) or when `shutdown_asyncgens` closes it.
 ///
 /// `S: Unpin` so the stream can be handed back to `cleanup` by value; pin a `!Unpin` stream with
 /// `Box::pin` first.
+///
+/// Neither the stream nor the cleanup need be `Send`: both stay on the thread that called
+/// `finalize`. The returned stream is `Send` when its items are, so a task on the worker pool can
+/// hold one across an await; polled from another thread, it asks that thread for each item, and
+/// dropped there it has that thread run the cleanup, the dropping task waiting until it has.
 ///
 /// ```
 /// use std::{cell::Cell, rc::Rc};
@@ -48,28 +52,25 @@ where
     Fut: Future<Output = ()> + 'static,
 {
     let close: CloseFn<S> = Box::new(move |s| Box::pin(cleanup(s)));
-    let core = Rc::new(FinCore {
+    let created_at = Location::caller();
+    let core = FinCore {
         parts: RefCell::new(Some((stream, close))),
-        created_at: Location::caller(),
+        created_at,
         ctx: Context::current(),
-        home: RefCell::new(None),
-        registered: Cell::new(false),
-    });
+    };
     Finalized {
-        erased: core.clone(),
-        core,
+        stream: KeptStream::new(core, "Finalized stream", created_at),
     }
 }
 
 /// The stream's cleanup, erased to a boxed future.
 type CloseFn<S> = Box<dyn FnOnce(S) -> Cleanup>;
 
+/// The stream and its cleanup, kept on the thread that made them.
 struct FinCore<S> {
     parts: RefCell<Option<(S, CloseFn<S>)>>,
     created_at: &'static Location<'static>,
     ctx: Context,
-    home: RefCell<Option<Weak<Scope>>>,
-    registered: Cell<bool>,
 }
 
 impl<S: 'static> Closable for FinCore<S> {
@@ -83,48 +84,42 @@ impl<S: 'static> Closable for FinCore<S> {
     }
 
     fn describe(&self) -> String {
-        format!(
-            "<Finalized stream created at {}>",
-            source_location(self.created_at)
-        )
+        kept_stream::describe("Finalized stream", self.created_at)
+    }
+}
+
+impl<S: Stream + Unpin + 'static> HomeStream for FinCore<S> {
+    type Item = S::Item;
+
+    fn poll_item(&self, cx: &mut Cx<'_>) -> Poll<Option<S::Item>> {
+        match self.parts.borrow_mut().as_mut() {
+            Some((stream, _)) => Pin::new(stream).poll_next(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        self.parts.borrow().is_none()
     }
 }
 
 /// A stream with an async cleanup attached by [`finalize`].
-pub struct Finalized<S> {
-    core: Rc<FinCore<S>>,
-    /// The same core, type-erased where `S: 'static` was known, so `Drop` can close it.
-    erased: Rc<dyn Closable>,
+pub struct Finalized<S: Stream> {
+    stream: KeptStream<S::Item>,
 }
 
 impl<S: Stream + Unpin + 'static> Stream for Finalized<S> {
     type Item = S::Item;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Cx<'_>) -> Poll<Option<S::Item>> {
-        let core = &self.core;
-        if !core.registered.replace(true) {
-            *core.home.borrow_mut() =
-                register_closable(Rc::downgrade(&self.erased), &|| core.describe());
-        }
-        match core.parts.borrow_mut().as_mut() {
-            Some((stream, _)) => Pin::new(stream).poll_next(cx),
-            None => Poll::Ready(None),
-        }
+        self.stream.poll_next(cx)
     }
 }
 
-impl<S> Drop for Finalized<S> {
-    fn drop(&mut self) {
-        if let Some(cleanup) = self.erased.close_now() {
-            schedule_cleanup(cleanup, self.core.home.borrow_mut().take());
-        }
-    }
-}
-
-impl<S> fmt::Debug for Finalized<S> {
+impl<S: Stream> fmt::Debug for Finalized<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Finalized")
-            .field("closed", &self.core.parts.borrow().is_none())
+            .field("closed", &self.stream.is_finished())
             .finish()
     }
 }

@@ -34,7 +34,8 @@
 //! 2. `header` (what every task's allocation carries, and `TaskRef`), then `queue`, `executor`,
 //!    `blocking`: running tasks and blocking jobs.
 //! 3. `task`: tasks, the per-loop scope they use, and async cleanup scheduling.
-//! 4. `defer`, `asyncgen`, `finalize`, `callback`, `signal`, `workers`: built on tasks.
+//! 4. `defer`, `kept_stream` (a stream kept on the thread that made it, usable from any),
+//!    `asyncgen`, `finalize`, `callback`, `signal`, `workers`: built on tasks.
 //! 5. `event_loop`: the loop.
 //! 6. `runner_options`, `runner`: `Runner` and `run`, Python's `runners.py`.
 
@@ -60,6 +61,7 @@ mod event_loop;
 mod executor;
 mod finalize;
 mod header;
+mod kept_stream;
 mod lock;
 mod post;
 mod process;

@@ -1,18 +1,21 @@
-//! An async cleanup that stays on the thread that made it, behind a handle that may travel.
+//! Values kept on the thread that made them, behind handles that may travel.
 //!
-//! A `defer` guard must be `Send` so that a pool task can hold one across an await, but its
-//! cleanup need not be: the cleanup is kept in a table of the thread that made it and the guard
-//! holds only its place there. Dropped on that thread, the guard schedules the cleanup as
-//! always. Dropped on another one, it posts a job home (to the loop's queue, or the worker's
-//! mailbox) that schedules the cleanup there, and the task that dropped it waits until the
-//! cleanup has run. A cleanup never crosses threads, so none of this needs `unsafe`.
+//! A `defer` guard, a generator or a finalized stream must be `Send` so that a pool task can hold
+//! one across an await, but what it owns (a cleanup, a generator's body) need not be. So that
+//! part is kept in a table of the thread that made it, and the handle holds only its place there
+//! ([`Kept`]). On that thread the handle uses it directly. From another thread it posts a job
+//! home (to the loop's queue, or the worker's mailbox). A handle dropped elsewhere sends the
+//! cleanup home that way, and the task that dropped it waits until the cleanup has run
+//! ([`Kept::finish`]). Nothing kept ever crosses threads, so none of this needs `unsafe`.
 
+use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::panic::Location;
-use std::rc::Weak;
+use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Wake, Waker};
 
 use crate::error::catch_quietly;
 use crate::post::{Job, Post};
@@ -22,16 +25,10 @@ use crate::task::current::push_cleanup;
 use crate::task::scope::{self, Cleanup, Scope};
 use crate::task::worker_local::{self, Done, DoneGuard};
 
-/// A cleanup kept on its thread, with the loop it belongs to.
-struct Entry {
-    cleanup: Cleanup,
-    scope: Option<Weak<Scope>>,
-}
-
-/// The thread's kept cleanups: a slab, so that a place is taken back once, by its one handle.
+/// The thread's kept values: a slab, so that a place is taken back once, by its one handle.
 #[derive(Default)]
 struct Table {
-    entries: Vec<Option<Entry>>,
+    entries: Vec<Option<Box<dyn Any>>>,
     free: Vec<usize>,
 }
 
@@ -53,69 +50,128 @@ fn this_thread() -> u64 {
     })
 }
 
-/// Take the entry at `index` out of this thread's table; `None` if the table is gone (the thread
-/// is exiting) or was cleared.
-fn take(index: usize) -> Option<Entry> {
+/// A clone of the value kept at `index` on this thread, if it is an `X`. The table is not
+/// borrowed while the caller uses it (a generator's body may keep values of its own).
+pub(crate) fn get<X: Clone + 'static>(index: usize) -> Option<X> {
     TABLE
         .try_with(|table| {
-            let mut table = table.try_borrow_mut().ok()?;
-            let entry = table.entries.get_mut(index)?.take()?;
-            table.free.push(index);
-            Some(entry)
+            let table = table.try_borrow().ok()?;
+            table
+                .entries
+                .get(index)?
+                .as_ref()?
+                .downcast_ref::<X>()
+                .cloned()
         })
         .ok()
         .flatten()
 }
 
-/// The handle to a cleanup kept on the thread that made it. It is consumed by
-/// [`schedule`](Self::schedule) or [`disarm`](Self::disarm).
-pub(crate) struct BoundCleanup {
-    thread: u64,
-    index: usize,
-    /// Where a job for the making thread is posted: its running loop or its worker's mailbox.
-    home: Option<Arc<dyn Post>>,
-    made_at: &'static Location<'static>,
+/// Take the value kept at `index` out of this thread's table, if it is an `X`; `None` if the
+/// table is gone (the thread is exiting) or was cleared.
+pub(crate) fn take<X: 'static>(index: usize) -> Option<X> {
+    let taken = TABLE
+        .try_with(|table| {
+            let mut table = table.try_borrow_mut().ok()?;
+            let slot = table.entries.get_mut(index)?;
+            if !slot.as_ref()?.is::<X>() {
+                return None;
+            }
+            let value = slot.take()?;
+            table.free.push(index);
+            Some(value)
+        })
+        .ok()
+        .flatten()?;
+    taken.downcast::<X>().ok().map(|value| *value)
 }
 
-impl BoundCleanup {
-    /// Keep `cleanup` on this thread; it belongs to the running loop, if any.
-    pub(crate) fn new(cleanup: Cleanup, made_at: &'static Location<'static>) -> BoundCleanup {
-        let loop_scope = scope::current();
-        let home = match &loop_scope {
+/// Drop the values still kept on this thread (a worker about to exit): handles dropped later
+/// elsewhere say that their cleanup did not run.
+pub(crate) fn drop_kept() {
+    let kept = TABLE
+        .try_with(|table| std::mem::take(&mut *table.borrow_mut()))
+        .unwrap_or_default();
+    catch_quietly(move || drop(kept));
+}
+
+/// What a kept value's thread does when its handle is dropped: take the value out of the table
+/// (given its place) and give the cleanup to run, with the loop it belongs to.
+pub(crate) type Finish = fn(usize) -> Option<(Cleanup, Option<Weak<Scope>>)>;
+
+/// Where a kept value lives: its thread, its place there, and how to reach that thread.
+pub(crate) struct Kept {
+    thread: u64,
+    index: usize,
+    /// Where a job for the value's thread is posted: its running loop or its worker's mailbox.
+    home: Option<Arc<dyn Post>>,
+}
+
+impl Kept {
+    /// Keep `value` on this thread, reachable through the running loop or this worker.
+    pub(crate) fn new(value: Box<dyn Any>) -> Kept {
+        let home = match scope::current() {
             Some(scope) => Some(scope.inbox.owner()),
             None => worker_local::current().map(|w| w.mailbox()),
-        };
-        let entry = Entry {
-            cleanup,
-            scope: loop_scope.map(|s| std::rc::Rc::downgrade(&s)),
         };
         let index = TABLE.with(|table| {
             let mut table = table.borrow_mut();
             match table.free.pop() {
                 Some(index) => {
-                    table.entries[index] = Some(entry);
+                    table.entries[index] = Some(value);
                     index
                 }
                 None => {
-                    table.entries.push(Some(entry));
+                    table.entries.push(Some(value));
                     table.entries.len() - 1
                 }
             }
         });
-        BoundCleanup {
+        Kept {
             thread: this_thread(),
             index,
             home,
-            made_at,
         }
     }
 
-    /// The guard was dropped: schedule the cleanup on its thread. From another thread, the task
-    /// being polled here (if any) waits until it has run.
-    pub(crate) fn schedule(self) {
-        if self.thread == this_thread() {
-            if let Some(entry) = take(self.index) {
-                schedule_cleanup(entry.cleanup, entry.scope);
+    /// True on the thread that keeps the value.
+    pub(crate) fn is_here(&self) -> bool {
+        self.thread == this_thread()
+    }
+
+    /// The value's place in its thread's table.
+    pub(crate) fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Queue `job` on the value's thread; gives it back if that thread's loop or worker has
+    /// closed (or it had none).
+    pub(crate) fn post(&self, job: Job) -> Result<(), Job> {
+        match &self.home {
+            Some(home) => home.post(job),
+            None => Err(job),
+        }
+    }
+
+    /// A waker that runs `job(index)` on the value's thread each time it is woken; `None` if that
+    /// thread cannot be reached.
+    pub(crate) fn waker_for(&self, job: fn(usize)) -> Option<Waker> {
+        let home = self.home.clone()?;
+        Some(Waker::from(Arc::new(PostOnWake {
+            home,
+            index: self.index,
+            job,
+        })))
+    }
+
+    /// The handle is dropped: schedule the cleanup `finish` gives, on the value's thread. From
+    /// another thread, the task being polled here (if any) waits until it has run. If that
+    /// thread cannot be reached the cleanup cannot run (it is not `Send`), and stderr says so,
+    /// naming the value with `what`.
+    pub(crate) fn finish(&self, finish: Finish, what: impl FnOnce() -> String) {
+        if self.is_here() {
+            if let Some((cleanup, scope)) = finish(self.index) {
+                schedule_cleanup(cleanup, scope);
             }
             return;
         }
@@ -123,59 +179,99 @@ impl BoundCleanup {
         let signal = DoneGuard(done.clone());
         let index = self.index;
         let job: Job = Box::new(move || {
-            if let Some(entry) = take(index) {
+            if let Some((cleanup, scope)) = finish(index) {
                 let cleanup = Box::pin(async move {
                     let _signal = signal;
-                    entry.cleanup.await;
+                    cleanup.await;
                 });
-                schedule_cleanup(cleanup, entry.scope);
+                schedule_cleanup(cleanup, scope);
             }
         });
-        if self.post_home(job) {
-            let wait = Box::pin(poll_fn(move |cx| done.poll_done(cx)));
-            let _ = push_cleanup(wait);
+        match self.post(job) {
+            Ok(()) => {
+                let wait = Box::pin(poll_fn(move |cx| done.poll_done(cx)));
+                let _ = push_cleanup(wait);
+            }
+            Err(job) => {
+                drop(job);
+                write_stderr(format_args!(
+                    "runner: {} was dropped on another thread after the loop or worker that made \
+                     it had closed (or outside any): its cleanup is not `Send` and does not run; \
+                     drop it before closing, or on the thread that made it",
+                    what()
+                ));
+            }
         }
+    }
+
+    /// Drop the value unused, on its thread.
+    pub(crate) fn discard<X: 'static>(&self) {
+        let index = self.index;
+        let drop_it = move || {
+            if let Some(value) = take::<X>(index) {
+                catch_quietly(move || drop(value));
+            }
+        };
+        if self.is_here() {
+            drop_it();
+        } else {
+            let _ = self.post(Box::new(drop_it));
+        }
+    }
+}
+
+/// Posts `job(index)` to a kept value's thread when woken.
+struct PostOnWake {
+    home: Arc<dyn Post>,
+    index: usize,
+    job: fn(usize),
+}
+
+impl Wake for PostOnWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let (job, index) = (self.job, self.index);
+        let _ = self.home.post(Box::new(move || job(index)));
+    }
+}
+
+/// A `defer` guard's cleanup, with the loop it belongs to.
+struct Entry {
+    cleanup: Cleanup,
+    scope: Option<Weak<Scope>>,
+}
+
+/// The handle to a cleanup kept on the thread that made it (a `defer` guard's). It is consumed
+/// by [`schedule`](Self::schedule) or [`disarm`](Self::disarm).
+pub(crate) struct BoundCleanup {
+    kept: Kept,
+    made_at: &'static Location<'static>,
+}
+
+impl BoundCleanup {
+    /// Keep `cleanup` on this thread; it belongs to the running loop, if any.
+    pub(crate) fn new(cleanup: Cleanup, made_at: &'static Location<'static>) -> BoundCleanup {
+        let scope = scope::current().map(|s| Rc::downgrade(&s));
+        BoundCleanup {
+            kept: Kept::new(Box::new(Entry { cleanup, scope })),
+            made_at,
+        }
+    }
+
+    /// The guard was dropped: schedule the cleanup on its thread (see [`Kept::finish`]).
+    pub(crate) fn schedule(self) {
+        let made_at = self.made_at;
+        self.kept.finish(
+            |index| take::<Entry>(index).map(|e| (e.cleanup, e.scope)),
+            || format!("the defer guard made at {}", source_location(made_at)),
+        );
     }
 
     /// Drop the cleanup unrun, on its thread.
     pub(crate) fn disarm(self) {
-        let index = self.index;
-        let drop_it = move || {
-            if let Some(entry) = take(index) {
-                catch_quietly(move || drop(entry));
-            }
-        };
-        if self.thread == this_thread() {
-            drop_it();
-        } else if let Some(home) = &self.home {
-            let _ = home.post(Box::new(drop_it));
-        }
+        self.kept.discard::<Entry>();
     }
-
-    /// Post `job` to the thread that made the cleanup; false, with a word on stderr, if that
-    /// thread's loop or worker has closed (the cleanup cannot run: it is not `Send`).
-    fn post_home(&self, job: Job) -> bool {
-        let refused = match &self.home {
-            Some(home) => home.post(job).err(),
-            None => Some(job),
-        };
-        let Some(job) = refused else { return true };
-        drop(job);
-        write_stderr(format_args!(
-            "runner: the defer guard made at {} was dropped on another thread after the loop \
-             or worker that made it had closed (or outside any): its cleanup is not `Send` and \
-             does not run; drop the guard before closing, or on the thread that made it",
-            source_location(self.made_at)
-        ));
-        false
-    }
-}
-
-/// Drop the cleanups still kept on this thread (a worker about to exit): guards dropped later
-/// elsewhere say that theirs did not run.
-pub(crate) fn drop_kept() {
-    let kept = TABLE
-        .try_with(|table| std::mem::take(&mut *table.borrow_mut()))
-        .unwrap_or_default();
-    catch_quietly(move || drop(kept));
 }

@@ -16,7 +16,7 @@
 //!
 //! Layers, each file importing only from those above it in this list (a task's shared state, its
 //! `Header`, lives below the executor, in `crate::header`): `registry` (what close cancels), `scope` (the part of a loop tasks use),
-//! `current` (the task being polled), `worker_local` (a worker thread's own cleanups), `cleanup` (scheduling async cleanups), `bound` (a cleanup kept on the thread that made it), `handle` (`Task`),
+//! `current` (the task being polled), `worker_local` (a worker thread's own cleanups), `cleanup` (scheduling async cleanups), `bound` (values kept on the thread that made them, behind handles that travel), `handle` (`Task`),
 //! `future` (the future every task runs in), `spawn`.
 
 pub(crate) mod bound;
