@@ -100,22 +100,35 @@ struct Home<S: HomeStream> {
 
 impl<S: HomeStream> Home<S> {
     fn poll(self: &Rc<Self>, op: Op, cx: &mut Cx<'_>) -> Poll<Answer<S::Item>> {
-        if op == Op::Next && !self.registered.replace(true) {
+        match op {
+            Op::Next => self.next(cx).map(Answer::Item),
+            Op::Close => {
+                let _mirror = MirrorFinished(self);
+                self.stream.poll_close(cx).map(Answer::Closed)
+            }
+        }
+    }
+
+    /// The next item; the first request registers the stream with the running loop.
+    #[inline]
+    fn next(self: &Rc<Self>, cx: &mut Cx<'_>) -> Poll<Option<S::Item>> {
+        if !self.registered.replace(true) {
             let weak: Weak<dyn Closable> = Rc::downgrade(self) as Weak<dyn Closable>;
             *self.scope.borrow_mut() = register_closable(weak, &|| self.describe());
         }
-        let polled = AssertUnwindSafe(|| match op {
-            Op::Next => self.stream.poll_item(cx).map(Answer::Item),
-            Op::Close => self.stream.poll_close(cx).map(Answer::Closed),
-        });
-        let polled = catch_unwind(polled);
-        self.exchange
-            .finished
-            .store(self.stream.is_finished(), Ordering::Release);
-        match polled {
-            Ok(poll) => poll,
-            Err(payload) => resume_unwind(payload),
-        }
+        // The mirror of `is_finished` is updated even when the poll unwinds.
+        let _mirror = MirrorFinished(self);
+        self.stream.poll_item(cx)
+    }
+}
+
+/// Copies the stream's `is_finished` to its exchange when dropped.
+struct MirrorFinished<'a, S: HomeStream>(&'a Home<S>);
+
+impl<S: HomeStream> Drop for MirrorFinished<'_, S> {
+    fn drop(&mut self) {
+        let finished = self.0.stream.is_finished();
+        self.0.exchange.finished.store(finished, Ordering::Release);
     }
 }
 
@@ -136,12 +149,21 @@ pub(crate) fn describe(kind: &'static str, made_at: &'static Location<'static>) 
     format!("<{kind} created at {}>", source_location(made_at))
 }
 
-/// Poll the stream kept at `index`, here at home.
-fn poll_home<S: HomeStream>(index: usize, op: Op, cx: &mut Cx<'_>) -> Poll<Answer<S::Item>> {
-    match bound::get::<Rc<Home<S>>>(index) {
+/// Poll the stream `kept` holds, if this is its thread; `None` on any other.
+fn poll_here<S: HomeStream>(kept: &Kept, op: Op, cx: &mut Cx<'_>) -> Option<Poll<Answer<S::Item>>> {
+    Some(match kept.get_here::<Rc<Home<S>>>()? {
         Some(home) => home.poll(op, cx),
         None => Poll::Ready(Answer::gone(op)),
-    }
+    })
+}
+
+/// The next item of the stream `kept` holds, if this is its thread (the common case, kept
+/// short); `None` on any other.
+fn next_here<S: HomeStream>(kept: &Kept, cx: &mut Cx<'_>) -> Option<Poll<Option<S::Item>>> {
+    Some(match kept.get_here::<Rc<Home<S>>>()? {
+        Some(home) => home.next(cx),
+        None => Poll::Ready(None),
+    })
 }
 
 /// Answer the request out for the stream kept at `index`: a job posted home by the consumer, and
@@ -188,11 +210,18 @@ fn finish<S: HomeStream>(index: usize) -> Option<(Cleanup, Option<Weak<Scope>>)>
     Some((cleanup, scope))
 }
 
+/// [`poll_here`] for one stream type: `None` off the stream's thread.
+type PollHere<T> = fn(&Kept, Op, &mut Cx<'_>) -> Option<Poll<Answer<T>>>;
+
+/// [`next_here`] for one stream type: `None` off the stream's thread.
+type NextHere<T> = fn(&Kept, &mut Cx<'_>) -> Option<Poll<Option<T>>>;
+
 /// The handle to a kept stream. `Send` when the items are.
 pub(crate) struct KeptStream<T> {
     kept: Kept,
     exchange: Arc<Exchange<T>>,
-    poll_home: fn(usize, Op, &mut Cx<'_>) -> Poll<Answer<T>>,
+    poll_here: PollHere<T>,
+    next_here: NextHere<T>,
     pump: fn(usize),
     finish: bound::Finish,
     kind: &'static str,
@@ -229,7 +258,8 @@ impl<T> KeptStream<T> {
         KeptStream {
             kept: Kept::new(Box::new(home)),
             exchange,
-            poll_home: poll_home::<S>,
+            poll_here: poll_here::<S>,
+            next_here: next_here::<S>,
             pump: pump::<S>,
             finish: finish::<S>,
             kind,
@@ -240,28 +270,44 @@ impl<T> KeptStream<T> {
     /// Ask the stream for `op`: polled here on its thread, else by its thread on request.
     /// A panic in the stream's poll resumes here.
     fn poll(&self, op: Op, cx: &mut Cx<'_>) -> Poll<Answer<T>> {
+        if self.exchange.out.load(Ordering::Acquire) {
+            return self.poll_with_request_out(op, cx);
+        }
+        match (self.poll_here)(&self.kept, op, cx) {
+            Some(polled) => polled,
+            None => self.poll_elsewhere(op, cx),
+        }
+    }
+
+    /// A request from another thread is out: answered elsewhere; back home, an answer already
+    /// made is this poll's, else the request is withdrawn (its poll was dropped elsewhere).
+    #[cold]
+    fn poll_with_request_out(&self, op: Op, cx: &mut Cx<'_>) -> Poll<Answer<T>> {
         if !self.kept.is_here() {
             return self.poll_elsewhere(op, cx);
         }
-        if self.exchange.out.load(Ordering::Acquire) {
-            // Back home with a request still out (its poll was dropped elsewhere): an answer
-            // already made is this one's; else the request is withdrawn.
-            let mut request = lock(&self.exchange.request);
-            self.exchange.out.store(false, Ordering::Release);
-            let asked = request.op.take();
-            request.serial += 1;
-            if let (Some(asked), Some(answer)) = (asked, request.answer.take()) {
-                if asked == op {
-                    drop(request);
-                    return self.deliver(answer);
-                }
+        let mut request = lock(&self.exchange.request);
+        self.exchange.out.store(false, Ordering::Release);
+        let asked = request.op.take();
+        request.serial += 1;
+        if let (Some(asked), Some(answer)) = (asked, request.answer.take()) {
+            if asked == op {
+                drop(request);
+                return self.deliver(answer);
             }
         }
-        (self.poll_home)(self.kept.index(), op, cx)
+        drop(request);
+        (self.poll_here)(&self.kept, op, cx).unwrap_or(Poll::Ready(Answer::gone(op)))
     }
 
     /// The next item (see [`poll`](Self::poll)).
+    #[inline]
     pub(crate) fn poll_next(&self, cx: &mut Cx<'_>) -> Poll<Option<T>> {
+        if !self.exchange.out.load(Ordering::Acquire) {
+            if let Some(polled) = (self.next_here)(&self.kept, cx) {
+                return polled;
+            }
+        }
         self.poll(Op::Next, cx).map(|answer| match answer {
             Answer::Item(item) => item,
             Answer::Closed(_) => None,

@@ -32,30 +32,48 @@ struct Table {
     free: Vec<usize>,
 }
 
-thread_local! {
+/// This thread's key and table, in one thread-local: a handle used on its own thread checks the
+/// one and reaches the other in a single access.
+struct Local {
     /// This thread's key (0 until first needed): thread ids without `thread::current()`'s
     /// reference count.
-    static THREAD: Cell<u64> = const { Cell::new(0) };
-    static TABLE: RefCell<Table> = RefCell::default();
+    key: Cell<u64>,
+    table: RefCell<Table>,
+}
+
+thread_local! {
+    static LOCAL: Local = const {
+        Local {
+            key: Cell::new(0),
+            table: RefCell::new(Table {
+                entries: Vec::new(),
+                free: Vec::new(),
+            }),
+        }
+    };
 }
 
 static NEXT_THREAD: AtomicU64 = AtomicU64::new(1);
 
-fn this_thread() -> u64 {
-    THREAD.with(|key| {
-        if key.get() == 0 {
-            key.set(NEXT_THREAD.fetch_add(1, Ordering::Relaxed));
+impl Local {
+    fn key(&self) -> u64 {
+        if self.key.get() == 0 {
+            self.key.set(NEXT_THREAD.fetch_add(1, Ordering::Relaxed));
         }
-        key.get()
-    })
+        self.key.get()
+    }
+}
+
+fn this_thread() -> u64 {
+    LOCAL.try_with(Local::key).unwrap_or(u64::MAX)
 }
 
 /// A clone of the value kept at `index` on this thread, if it is an `X`. The table is not
 /// borrowed while the caller uses it (a generator's body may keep values of its own).
 pub(crate) fn get<X: Clone + 'static>(index: usize) -> Option<X> {
-    TABLE
-        .try_with(|table| {
-            let table = table.try_borrow().ok()?;
+    LOCAL
+        .try_with(|local| {
+            let table = local.table.try_borrow().ok()?;
             table
                 .entries
                 .get(index)?
@@ -70,9 +88,9 @@ pub(crate) fn get<X: Clone + 'static>(index: usize) -> Option<X> {
 /// Take the value kept at `index` out of this thread's table, if it is an `X`; `None` if the
 /// table is gone (the thread is exiting) or was cleared.
 pub(crate) fn take<X: 'static>(index: usize) -> Option<X> {
-    let taken = TABLE
-        .try_with(|table| {
-            let mut table = table.try_borrow_mut().ok()?;
+    let taken = LOCAL
+        .try_with(|local| {
+            let mut table = local.table.try_borrow_mut().ok()?;
             let slot = table.entries.get_mut(index)?;
             if !slot.as_ref()?.is::<X>() {
                 return None;
@@ -89,8 +107,8 @@ pub(crate) fn take<X: 'static>(index: usize) -> Option<X> {
 /// Drop the values still kept on this thread (a worker about to exit): handles dropped later
 /// elsewhere say that their cleanup did not run.
 pub(crate) fn drop_kept() {
-    let kept = TABLE
-        .try_with(|table| std::mem::take(&mut *table.borrow_mut()))
+    let kept = LOCAL
+        .try_with(|local| std::mem::take(&mut *local.table.borrow_mut()))
         .unwrap_or_default();
     catch_quietly(move || drop(kept));
 }
@@ -114,21 +132,21 @@ impl Kept {
             Some(scope) => Some(scope.inbox.owner()),
             None => worker_local::current().map(|w| w.mailbox()),
         };
-        let index = TABLE.with(|table| {
-            let mut table = table.borrow_mut();
+        let (thread, index) = LOCAL.with(|local| {
+            let mut table = local.table.borrow_mut();
             match table.free.pop() {
                 Some(index) => {
                     table.entries[index] = Some(value);
-                    index
+                    (local.key(), index)
                 }
                 None => {
                     table.entries.push(Some(value));
-                    table.entries.len() - 1
+                    (local.key(), table.entries.len() - 1)
                 }
             }
         });
         Kept {
-            thread: this_thread(),
+            thread,
             index,
             home,
         }
@@ -137,6 +155,24 @@ impl Kept {
     /// True on the thread that keeps the value.
     pub(crate) fn is_here(&self) -> bool {
         self.thread == this_thread()
+    }
+
+    /// On the value's thread, a clone of it (`None` inside if it is no longer kept: the thread is
+    /// exiting); `None` on any other thread. One thread-local access.
+    #[inline]
+    pub(crate) fn get_here<X: Clone + 'static>(&self) -> Option<Option<X>> {
+        LOCAL
+            .try_with(|local| {
+                if local.key.get() != self.thread {
+                    return None;
+                }
+                let table = local.table.try_borrow().ok();
+                Some(table.and_then(|table| {
+                    let value = table.entries.get(self.index)?.as_ref()?;
+                    value.downcast_ref::<X>().cloned()
+                }))
+            })
+            .unwrap_or(Some(None))
     }
 
     /// The value's place in its thread's table.
