@@ -10,6 +10,7 @@
 //! handle sends the stream's cleanup home, and the task that dropped it waits for it
 //! (`Kept::finish`).
 
+use std::cell::{Cell, RefCell};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe, Location};
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -92,8 +93,8 @@ struct Home<S: HomeStream> {
     stream: S,
     exchange: Arc<Exchange<S::Item>>,
     /// The loop that closes it at shutdown, once registered (at its first item).
-    scope: std::cell::RefCell<Option<Weak<Scope>>>,
-    registered: std::cell::Cell<bool>,
+    scope: RefCell<Option<Weak<Scope>>>,
+    registered: Cell<bool>,
     kind: &'static str,
     made_at: &'static Location<'static>,
 }
