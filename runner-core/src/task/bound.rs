@@ -56,6 +56,14 @@ thread_local! {
 static NEXT_THREAD: AtomicU64 = AtomicU64::new(1);
 
 impl Local {
+    /// A clone of the value at `index`, if it is an `X`; `None` while the table is borrowed.
+    #[inline]
+    fn clone_at<X: Clone + 'static>(&self, index: usize) -> Option<X> {
+        let table = self.table.try_borrow().ok()?;
+        let value = table.entries.get(index)?.as_ref()?;
+        value.downcast_ref::<X>().cloned()
+    }
+
     fn key(&self) -> u64 {
         if self.key.get() == 0 {
             self.key.set(NEXT_THREAD.fetch_add(1, Ordering::Relaxed));
@@ -71,18 +79,7 @@ fn this_thread() -> u64 {
 /// A clone of the value kept at `index` on this thread, if it is an `X`. The table is not
 /// borrowed while the caller uses it (a generator's body may keep values of its own).
 pub(crate) fn get<X: Clone + 'static>(index: usize) -> Option<X> {
-    LOCAL
-        .try_with(|local| {
-            let table = local.table.try_borrow().ok()?;
-            table
-                .entries
-                .get(index)?
-                .as_ref()?
-                .downcast_ref::<X>()
-                .cloned()
-        })
-        .ok()
-        .flatten()
+    LOCAL.try_with(|local| local.clone_at(index)).ok().flatten()
 }
 
 /// Take the value kept at `index` out of this thread's table, if it is an `X`; `None` if the
@@ -166,11 +163,7 @@ impl Kept {
                 if local.key.get() != self.thread {
                     return None;
                 }
-                let table = local.table.try_borrow().ok();
-                Some(table.and_then(|table| {
-                    let value = table.entries.get(self.index)?.as_ref()?;
-                    value.downcast_ref::<X>().cloned()
-                }))
+                Some(local.clone_at(self.index))
             })
             .unwrap_or(Some(None))
     }
