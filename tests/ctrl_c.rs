@@ -116,6 +116,18 @@ mod child {
         }
     }
 
+    /// Whether this process has a thread called `name` (Linux: its `/proc/self/task/*/comm`).
+    fn has_thread(name: &str) -> bool {
+        // A new thread names itself once it runs: give one that was just started time to.
+        std::thread::sleep(Duration::from_millis(100));
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return false;
+        };
+        tasks.flatten().any(|task| {
+            std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| comm.trim() == name)
+        })
+    }
+
     /// A run whose main task, once `setup` ran in it, leaves a deferred cleanup that never
     /// finishes: the first Ctrl-C starts it, the second makes `run` return; then close.
     fn run_with_hung_cleanup(setup: impl FnOnce()) {
@@ -300,6 +312,44 @@ mod child {
                     say("main finished normally");
                 });
                 say(format!("run returned {result:?}"));
+            }
+            // R6.2 with the interim handler: the Ctrl-C comes while the main task's first poll
+            // still runs, before the loop has ever waited; the poll ends, then main is cancelled.
+            "ctrl_c_during_first_poll" => {
+                let runner = Runner::new();
+                let result = runner.run(async {
+                    let _destructor = Destructor;
+                    let _cleanup = runner::defer(async { say("deferred cleanup ran") });
+                    say("ready");
+                    let busy_until = std::time::Instant::now() + Duration::from_millis(1500);
+                    while std::time::Instant::now() < busy_until {
+                        std::hint::spin_loop();
+                    }
+                    say("first poll over");
+                    runner::sleep(LONG).await;
+                    say("never: the sleep was not interrupted");
+                });
+                say(format!("run returned {result:?}"));
+            }
+            // Cold start: a run that never waits starts no Ctrl-C thread; one that waits does,
+            // and after the runs Ctrl-C has its default effect (R6.4).
+            "ctrl_c_thread_once_a_loop_waits" => {
+                let runner = Runner::new();
+                runner.run(async { 1 }).expect("a run that never waits");
+                say(format!(
+                    "ctrl-c thread after a run that never waited: {}",
+                    has_thread("ctrl-c")
+                ));
+                runner
+                    .run(runner::sleep(Duration::from_millis(1)))
+                    .expect("a run that waits");
+                say(format!(
+                    "ctrl-c thread after a run that waited: {}",
+                    has_thread("ctrl-c")
+                ));
+                say("ready");
+                std::thread::sleep(LONG);
+                say("never: the process should have been killed");
             }
             // R6.1: a runner off the main thread never intercepts Ctrl-C.
             "non_main_thread" => {
@@ -967,6 +1017,47 @@ mod driver {
         )
     }
 
+    fn ctrl_c_during_first_poll() -> Result<(), String> {
+        let (out, err) = one_ctrl_c_exits_normally("ctrl_c_during_first_poll")?;
+        let (p, d, c, r) = (
+            index_of(&out, "first poll over"),
+            index_of(&out, "destructor ran"),
+            index_of(&out, "deferred cleanup ran"),
+            index_of(&out, "run returned Err(Interrupted)"),
+        );
+        check(
+            p.is_some() && d.is_some() && c.is_some() && r.is_some(),
+            "the first poll ended, then the destructor, the cleanup and Interrupted",
+            &out,
+            &err,
+        )?;
+        check(
+            p < d && d < r && c < r,
+            "main was cancelled at its first await, and run returned after its cleanup",
+            &out,
+            &err,
+        )
+    }
+
+    fn ctrl_c_thread_once_a_loop_waits() -> Result<(), String> {
+        let (out, err) = one_ctrl_c_ends_killed(
+            "ctrl_c_thread_once_a_loop_waits",
+            "after the runs, Ctrl-C ends the process as SIGINT would",
+        )?;
+        check(
+            index_of(&out, "ctrl-c thread after a run that never waited: false").is_some(),
+            "a run that never waited started no Ctrl-C thread",
+            &out,
+            &err,
+        )?;
+        check(
+            index_of(&out, "ctrl-c thread after a run that waited: true").is_some(),
+            "a run that waited started the Ctrl-C thread",
+            &out,
+            &err,
+        )
+    }
+
     fn second_ctrl_c_channel_pair() -> Result<(), String> {
         let mut child = Child::start("second_ctrl_c_channel_pair")?;
         child.expect_line("ready")?;
@@ -1078,7 +1169,7 @@ mod driver {
             .filter(|a| !a.starts_with('-'))
             .collect();
         type Scenario = fn() -> Result<(), String>;
-        let tests: Vec<(&str, Scenario)> = vec![
+        let mut tests: Vec<(&str, Scenario)> = vec![
             (
                 "r6_2_one_ctrl_c_runs_destructors_and_cleanup",
                 sleep_interrupted,
@@ -1095,6 +1186,10 @@ mod driver {
                 cleanup_hangs,
             ),
             ("r6_4_ctrl_c_after_run_has_default_effect", after_run),
+            (
+                "r6_2_ctrl_c_during_the_first_poll_cancels_main_after_it",
+                ctrl_c_during_first_poll,
+            ),
             ("r6_1_programs_own_handler_wins", own_handler),
             ("r6_1_non_main_thread_not_intercepted", non_main_thread),
             (
@@ -1147,6 +1242,11 @@ mod driver {
                 )
             }),
         ];
+        #[cfg(target_os = "linux")]
+        tests.push((
+            "cold_start_no_ctrl_c_thread_until_a_loop_waits",
+            ctrl_c_thread_once_a_loop_waits,
+        ));
         let (mut passed, mut failed) = (0, 0);
         println!(
             "\nrunning {} Ctrl-C tests (child processes, real SIGINT)",

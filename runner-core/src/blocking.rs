@@ -62,7 +62,10 @@ impl BlockingHandle {
 
 /// The loop's side: the pool, created on first use.
 pub(crate) struct DefaultExecutor {
-    max_threads: usize,
+    /// `None`: the default, `min(cores + 4, 32)`, worked out when the pool starts (reading the
+    /// cores costs a cold process about 30 µs of cgroup file reads, which a loop that never
+    /// uses the pool should not pay).
+    max_threads: Option<usize>,
     pool: RefCell<Option<Arc<Pool>>>,
     shutdown_called: Cell<bool>,
 }
@@ -70,7 +73,7 @@ pub(crate) struct DefaultExecutor {
 impl DefaultExecutor {
     pub(crate) fn new(max_threads: Option<usize>) -> Self {
         DefaultExecutor {
-            max_threads: max_threads.unwrap_or_else(|| (cores() + 4).min(32)),
+            max_threads,
             pool: RefCell::new(None),
             shutdown_called: Cell::new(false),
         }
@@ -96,7 +99,10 @@ impl DefaultExecutor {
         let pool = self
             .pool
             .borrow_mut()
-            .get_or_insert_with(|| Arc::new(Pool::new(self.max_threads)))
+            .get_or_insert_with(|| {
+                let max_threads = self.max_threads.unwrap_or_else(|| (cores() + 4).min(32));
+                Arc::new(Pool::new(max_threads))
+            })
             .clone();
         BlockingHandle(pool)
     }

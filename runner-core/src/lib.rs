@@ -61,6 +61,8 @@ mod event_loop;
 mod executor;
 mod finalize;
 mod header;
+#[cfg(unix)]
+mod interim_sigint;
 mod kept_stream;
 mod lock;
 mod post;

@@ -25,12 +25,14 @@ pub(crate) fn end_as_interrupted() -> ! {
 }
 
 /// Restore SIGINT's default action and raise it. No safe API can reset a signal disposition.
+/// Async-signal-safe: the interim SIGINT handler calls it too. There SIGINT is blocked until the
+/// handler returns, and is delivered (ending the process) then.
 #[cfg(unix)]
 #[allow(unsafe_code)]
-fn raise_default_sigint() {
-    // SAFETY: `signal` and `raise` take plain integers and touch no memory of ours. They run on
-    // an ordinary thread (not in a signal handler); the only effect is restoring SIGINT's default
-    // disposition and delivering SIGINT, which terminates the process.
+pub(crate) fn raise_default_sigint() {
+    // SAFETY: `signal` and `raise` take plain integers and touch no memory of ours, and both are
+    // async-signal-safe. The only effect is restoring SIGINT's default disposition and
+    // delivering SIGINT, which terminates the process.
     unsafe {
         libc::signal(libc::SIGINT, libc::SIG_DFL);
         libc::raise(libc::SIGINT);

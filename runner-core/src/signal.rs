@@ -15,7 +15,8 @@
 //! ```
 //!
 //! `ctrlc` allows one handler per process and no removal, so one dispatcher is installed on the
-//! first run that needs it and stays. What it does depends on the state kept here: with a run or
+//! first run that needs it and stays. On Unix a run starts with a lighter handler that starts no
+//! thread (`interim_sigint.rs`), and the dispatcher takes over when the loop first waits. What it does depends on the state kept here: with a run or
 //! close in progress it talks to that run; with none it ends the process as SIGINT's default
 //! action would. If the program handles SIGINT itself (its own `ctrlc` handler, a custom or an
 //! ignored disposition), runner leaves SIGINT alone. Only the process's main thread uses it, so a
@@ -30,6 +31,8 @@ use std::time::{Duration, Instant};
 use event_listener::Event;
 
 use crate::header::TaskRef;
+#[cfg(unix)]
+use crate::interim_sigint;
 use crate::lock::lock;
 use crate::process::end_as_interrupted;
 
@@ -75,6 +78,12 @@ impl Interrupt {
     /// the task existed, the task is cancelled now. During close there is none: a press stops
     /// the waiting at once (R6.5).
     pub(crate) fn set_main(&self, task: Option<TaskRef>) {
+        // A hand-over point: a press counted before the main task existed is a first Ctrl-C for
+        // it, and one counted while it ran cancels it before the run says how it ended.
+        #[cfg(unix)]
+        if interim_sigint::counted() > 0 {
+            hand_over();
+        }
         if self.closing.load(Ordering::SeqCst) {
             return;
         }
@@ -153,6 +162,9 @@ impl Interrupt {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Install {
     NotTried,
+    /// Unix: the interim handler counts presses until the loop first waits.
+    #[cfg(unix)]
+    Interim,
     Ours,
     /// The program handles SIGINT itself: never touch it.
     Foreign,
@@ -183,22 +195,22 @@ impl SigintGuard {
 impl Drop for SigintGuard {
     fn drop(&mut self) {
         self.interrupt.set_returned();
-        lock(&DISPATCH).active = self.prev.take();
+        let mut dispatch = lock(&DISPATCH);
+        dispatch.active = self.prev.take();
+        #[cfg(unix)]
+        interim_sigint::set_active(dispatch.active.is_some());
     }
 }
 
 /// Handle Ctrl-C for a run (`closing` false) or a close starting on this thread. `None` off the
 /// main thread or when the program handles SIGINT itself (R6.1).
 pub(crate) fn begin(closing: bool) -> Option<SigintGuard> {
-    if std::thread::current().name() != Some("main") {
+    if !on_main_thread() {
         return None;
     }
     let mut dispatch = lock(&DISPATCH);
     if dispatch.install == Install::NotTried {
-        dispatch.install = match ctrlc::try_set_handler(on_ctrl_c) {
-            Ok(()) => Install::Ours,
-            Err(_) => Install::Foreign,
-        };
+        dispatch.install = first_install();
     }
     if dispatch.install == Install::Foreign {
         return None;
@@ -206,7 +218,69 @@ pub(crate) fn begin(closing: bool) -> Option<SigintGuard> {
     let interrupt = Arc::new(Interrupt::default());
     interrupt.closing.store(closing, Ordering::SeqCst);
     let prev = dispatch.active.replace(interrupt.clone());
+    #[cfg(unix)]
+    interim_sigint::set_active(true);
     Some(SigintGuard { interrupt, prev })
+}
+
+fn on_main_thread() -> bool {
+    std::thread::current().name() == Some("main")
+}
+
+/// The first run's handler: on Unix the interim one, which starts no thread; elsewhere the
+/// dispatcher. `Foreign` if the program handles SIGINT itself.
+#[cfg(unix)]
+fn first_install() -> Install {
+    match interim_sigint::install() {
+        true => Install::Interim,
+        false => Install::Foreign,
+    }
+}
+
+#[cfg(not(unix))]
+fn first_install() -> Install {
+    match ctrlc::try_set_handler(on_ctrl_c) {
+        Ok(()) => Install::Ours,
+        Err(_) => Install::Foreign,
+    }
+}
+
+/// The loop is about to wait: if the interim handler still has SIGINT, the dispatcher takes
+/// over now. One relaxed load when it has already.
+pub(crate) fn before_wait() {
+    #[cfg(unix)]
+    if interim_sigint::is_installed() {
+        hand_over();
+    }
+}
+
+/// Install the dispatcher in place of the interim handler, then act on the press that handler
+/// counted (at most one: a second ends the process there). Only the main thread's loop does
+/// this: a press counted is its run's.
+#[cfg(unix)]
+fn hand_over() {
+    if !on_main_thread() {
+        return;
+    }
+    let counted = {
+        let mut dispatch = lock(&DISPATCH);
+        if dispatch.install != Install::Interim {
+            return;
+        }
+        // `set_handler` replaces the interim handler in one `sigaction`, so no press falls
+        // between the two; unless the program has put its own handler there since.
+        dispatch.install = match interim_sigint::is_disposition() {
+            true => match ctrlc::set_handler(on_ctrl_c) {
+                Ok(()) => Install::Ours,
+                Err(_) => Install::Foreign,
+            },
+            false => Install::Foreign,
+        };
+        interim_sigint::hand_over()
+    };
+    for _ in 0..counted {
+        dispatch(true);
+    }
 }
 
 /// Every Ctrl-C the runner has handled in this process, and who waits for the next one.
@@ -256,6 +330,11 @@ pub fn ctrl_c() -> impl Future<Output = ()> + Send + 'static {
 
 /// The dispatcher: runs on ctrlc's own thread, not in a signal handler.
 fn on_ctrl_c() {
+    dispatch(false);
+}
+
+/// One Ctrl-C, on ctrlc's thread or (a press the interim handler counted) on the loop's thread.
+fn dispatch(on_loop_thread: bool) {
     let active = lock(&DISPATCH).active.clone();
     let Some(interrupt) = active else {
         // R6.4: no run and no close in progress: Ctrl-C has its default effect.
@@ -270,6 +349,10 @@ fn on_ctrl_c() {
     }
     // R6.3, R6.5: return at once; a loop stuck in one poll cannot, so end the process.
     interrupt.abort();
+    if on_loop_thread {
+        // This thread is the loop's, so it is not stuck: it returns when this does.
+        return;
+    }
     let deadline = Instant::now() + STUCK_LOOP_GRACE;
     while Instant::now() < deadline {
         if interrupt.returned.load(Ordering::SeqCst) {

@@ -2,6 +2,7 @@
 //! `run_until_complete`.
 
 use std::cell::RefCell;
+use std::future::poll_fn;
 use std::future::{Future, IntoFuture};
 use std::panic::{resume_unwind, Location};
 use std::pin::pin;
@@ -9,6 +10,7 @@ use std::pin::pin;
 use crate::context::Context;
 use crate::error::RunError;
 use crate::event_loop::api::EventLoop;
+use crate::signal;
 use crate::task::handle::Task;
 use crate::task::scope::ScopeGuard;
 use crate::task::spawn::{main_end, main_task, spawn_blocking, MainEnd};
@@ -72,7 +74,14 @@ impl EventLoop {
             return Err(RunError::Closed);
         }
         let _running = RunningGuard::enter(self);
-        Ok(async_io::block_on(self.inner.scope.executor.run(fut)))
+        let mut run = pin!(self.inner.scope.executor.run(fut));
+        Ok(async_io::block_on(poll_fn(|cx| {
+            let poll = run.as_mut().poll(cx);
+            if poll.is_pending() {
+                signal::before_wait();
+            }
+            poll
+        })))
     }
 }
 
