@@ -415,6 +415,57 @@ fn clone_that_sets_a_variable_during_get_is_refused() {
     assert_eq!(caught.3, None, "the refused set did not happen");
 }
 
+/// A `get` inside a `Clone` impl (not served from the cache, which is marked as cloning) reads
+/// the right value, and does not lift the refusal: a set after it, still inside the clone, is
+/// refused too, whether the outer `get` was served from the cache or not.
+#[test]
+fn a_get_inside_a_clone_reads_right_and_keeps_the_refusal() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+    static SNEAK: AtomicBool = AtomicBool::new(false);
+    static SEEN: Mutex<Vec<Option<u32>>> = Mutex::new(Vec::new());
+    struct Reads;
+    impl Clone for Reads {
+        fn clone(&self) -> Self {
+            let inner = INNER.get();
+            SEEN.lock().unwrap_or_else(|e| e.into_inner()).push(inner);
+            if SNEAK.load(Ordering::SeqCst) {
+                INNER.set(3);
+            }
+            Reads
+        }
+    }
+    static READS: ContextVar<Reads> = ContextVar::new("reads");
+    static INNER: ContextVar<u32> = ContextVar::new("inner");
+    let mut ctx = Context::new();
+    let (honest, cached, uncached) = ctx.run(|| {
+        INNER.set(1);
+        READS.set(Reads);
+        let honest = READS.get().is_some(); // uncached; READS and INNER are cached after it
+        SNEAK.store(true, Ordering::SeqCst);
+        let cached = std::panic::catch_unwind(|| READS.get().map(|_| ()));
+        INNER.set(2); // empties the cache: the next READS.get is uncached
+        let uncached = std::panic::catch_unwind(|| READS.get().map(|_| ()));
+        SNEAK.store(false, Ordering::SeqCst);
+        (
+            honest,
+            cached.map_err(|p| common::panic_text(&*p)),
+            uncached.map_err(|p| common::panic_text(&*p)),
+        )
+    });
+    assert!(honest);
+    for refused in [cached, uncached] {
+        let message = refused.expect_err("the set after an inner get is refused");
+        assert!(
+            message.contains("while ContextVar::get cloned a value"),
+            "{message}"
+        );
+    }
+    let seen = SEEN.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert_eq!(seen, vec![Some(1), Some(1), Some(2)]);
+    assert_eq!(ctx.get(&INNER), Some(2), "the refused sets did not happen");
+}
+
 /// Large contexts: 10,000 variables set, copied, changed in the copy; every value is right.
 #[test]
 fn large_contexts_keep_every_value() {

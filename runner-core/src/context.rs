@@ -146,10 +146,10 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     where
         T: Clone,
     {
-        let id = self.id();
-        let found = match context_cache::get::<T>(id) {
+        // A variable with no id yet reads as 0, which the cache never holds: no check here.
+        let found = match context_cache::get::<T>(self.id.load(Ordering::Acquire)) {
             Some(found) => found,
-            None => Self::lookup_and_cache(id),
+            None => Self::lookup_and_cache(self.id()),
         };
         match found {
             Some(value) => Some(value),
@@ -169,7 +169,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
             let value = ctx.lookup(id).and_then(|v| v.downcast_ref::<T>());
             let at = value.map_or(std::ptr::null(), |v| (v as *const T).cast());
             context_cache::fill(id, at);
-            value.cloned()
+            context_cache::marked(|| value.cloned())
         })
     }
 
