@@ -22,6 +22,7 @@
 //! ignored disposition), runner leaves SIGINT alone. Only the process's main thread uses it, so a
 //! runner on another thread (a `#[runner::test]`, say) never catches Ctrl-C.
 
+use std::cell::Cell;
 use std::future::{poll_fn, Future};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -103,7 +104,8 @@ impl Interrupt {
 
     /// The loop thread is back from `block_on`: it was not stuck.
     pub(crate) fn set_returned(&self) {
-        self.returned.store(true, Ordering::SeqCst);
+        // Release, not SeqCst: the dispatcher polls for it; a fence here is paid by every run.
+        self.returned.store(true, Ordering::Release);
     }
 
     fn abort(&self) {
@@ -216,15 +218,29 @@ pub(crate) fn begin(closing: bool) -> Option<SigintGuard> {
         return None;
     }
     let interrupt = Arc::new(Interrupt::default());
-    interrupt.closing.store(closing, Ordering::SeqCst);
+    // Published to the dispatcher by the lock held here.
+    interrupt.closing.store(closing, Ordering::Relaxed);
     let prev = dispatch.active.replace(interrupt.clone());
     #[cfg(unix)]
     interim_sigint::set_active(true);
     Some(SigintGuard { interrupt, prev })
 }
 
+/// Whether this is the process's main thread, remembered per thread: `thread::current()` takes
+/// and drops a reference count, which every run paid twice.
 fn on_main_thread() -> bool {
-    std::thread::current().name() == Some("main")
+    thread_local! {
+        static MAIN: Cell<Option<bool>> = const { Cell::new(None) };
+    }
+    MAIN.try_with(|main| match main.get() {
+        Some(known) => known,
+        None => {
+            let is_main = std::thread::current().name() == Some("main");
+            main.set(Some(is_main));
+            is_main
+        }
+    })
+    .unwrap_or(false)
 }
 
 /// The first run's handler: on Unix the interim one, which starts no thread; elsewhere the
