@@ -18,9 +18,10 @@
 //! first run that needs it and stays. On Unix a run starts with a lighter handler that starts no
 //! thread (`interim_sigint.rs`), and the dispatcher takes over when the loop first waits. What
 //! the dispatcher does depends on the state kept here: with a run or close in progress it talks
-//! to that run; with none it ends the process as SIGINT's default action would. If the program handles SIGINT itself (its own `ctrlc` handler, a custom or an
-//! ignored disposition), runner leaves SIGINT alone. Only the process's main thread uses it, so a
-//! runner on another thread (a `#[runner::test]`, say) never catches Ctrl-C.
+//! to that run; with none it ends the process as SIGINT's default action would. If the program
+//! handles SIGINT itself (its own `ctrlc` handler, a custom or an ignored disposition), runner
+//! leaves SIGINT alone. Only the process's main thread uses it, so a runner on another thread
+//! (a `#[runner::test]`, say) never catches Ctrl-C.
 
 use std::cell::Cell;
 use std::future::{poll_fn, Future};
