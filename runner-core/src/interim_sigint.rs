@@ -65,7 +65,12 @@ pub(crate) fn is_installed() -> bool {
 
 /// Presses counted and not yet handed over.
 pub(crate) fn counted() -> u32 {
-    match PRESSES.load(Ordering::SeqCst) {
+    not_handed_over(PRESSES.load(Ordering::SeqCst))
+}
+
+/// A value of `PRESSES` as a count: none once handed over.
+fn not_handed_over(presses: u32) -> u32 {
+    match presses {
         HANDED_OVER => 0,
         n => n,
     }
@@ -83,10 +88,7 @@ pub(crate) fn is_disposition() -> bool {
 /// The dispatcher has replaced this handler: stop counting, and give the presses counted.
 pub(crate) fn hand_over() -> u32 {
     INSTALLED.store(false, Ordering::SeqCst);
-    match PRESSES.swap(HANDED_OVER, Ordering::SeqCst) {
-        HANDED_OVER => 0,
-        n => n,
-    }
+    not_handed_over(PRESSES.swap(HANDED_OVER, Ordering::SeqCst))
 }
 
 /// A run or a close starts or ends on the main thread.

@@ -256,7 +256,13 @@ fn first_install() -> Install {
 
 #[cfg(not(unix))]
 fn first_install() -> Install {
-    match ctrlc::try_set_handler(on_ctrl_c) {
+    install_dispatcher(ctrlc::try_set_handler(on_ctrl_c))
+}
+
+/// What installing the dispatcher came to: `Foreign` if `ctrlc` refused (the program has a
+/// handler of its own).
+fn install_dispatcher(installed: Result<(), ctrlc::Error>) -> Install {
+    match installed {
         Ok(()) => Install::Ours,
         Err(_) => Install::Foreign,
     }
@@ -287,10 +293,7 @@ fn hand_over() {
         // `set_handler` replaces the interim handler in one `sigaction`, so no press falls
         // between the two; unless the program has put its own handler there since.
         dispatch.install = match interim_sigint::is_disposition() {
-            true => match ctrlc::set_handler(on_ctrl_c) {
-                Ok(()) => Install::Ours,
-                Err(_) => Install::Foreign,
-            },
+            true => install_dispatcher(ctrlc::set_handler(on_ctrl_c)),
             false => Install::Foreign,
         };
         interim_sigint::hand_over()
