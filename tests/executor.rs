@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::{pending, poll_fn, ready};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
@@ -267,4 +267,40 @@ fn tasks_stay_on_their_own_loop() {
     assert!(!was_polled.get());
     lp1.run_until_complete(runner::yield_now()).unwrap();
     assert!(was_polled.get());
+}
+
+/// Tasks still queued when a run ends wait for the loop's next run, in order, while another
+/// loop runs on the same thread in between (the thread's run queue keeps its buffer from loop
+/// to loop, and must never hand one loop's tasks to another).
+#[test]
+fn queued_tasks_carry_over_past_another_loops_run() {
+    let ran = Rc::new(RefCell::new(Vec::new()));
+    let lp1 = EventLoop::new();
+    let lp2 = EventLoop::new();
+    let spawn_logging = |lp: &EventLoop, id: u32| {
+        let ran = ran.clone();
+        lp.spawn(async move { ran.borrow_mut().push(id) })
+    };
+    // More tasks than one round of the run queue takes, so some are left queued when the main
+    // future (one yield) is done.
+    let tasks: Vec<_> = (0..1000).map(|i| spawn_logging(&lp1, i)).collect();
+    lp1.run_until_complete(runner::yield_now()).unwrap();
+    let left = 1000 - ran.borrow().len();
+    assert!(left > 0, "every task ran in the first run");
+    let other = spawn_logging(&lp2, 5000);
+    lp2.run_until_complete(other).unwrap().unwrap();
+    lp1.run_until_complete(async {
+        for t in tasks {
+            t.await.unwrap();
+        }
+    })
+    .unwrap();
+    let ran = ran.borrow();
+    let first_run = 1000 - left;
+    assert_eq!(ran[first_run], 5000, "lp2's task ran in between");
+    let lp1_order: Vec<u32> = ran.iter().copied().filter(|&id| id != 5000).collect();
+    assert_eq!(lp1_order, (0..1000).collect::<Vec<_>>());
+    drop(ran);
+    lp1.close();
+    lp2.close();
 }

@@ -18,7 +18,7 @@
 //! of a yield by about 600 and 350 instructions (callgrind), more than everything runner adds
 //! around a poll.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
@@ -48,7 +48,7 @@ pub(crate) struct Executor {
 thread_local! {
     /// The waker runs' main futures are polled with (see [`MainWaker`]), kept for the next runs
     /// on this thread: `block_on` keeps its own waker per thread too, so this is made once.
-    static MAIN_WAKER: RefCell<Option<(Arc<MainWaker>, Waker)>> = const { RefCell::new(None) };
+    static MAIN_WAKER: Cell<Option<(Arc<MainWaker>, Waker)>> = const { Cell::new(None) };
 }
 
 /// The main future's waker: marks it woken, then wakes `block_on`. `Run` polls the main future
@@ -113,37 +113,35 @@ impl Executor {
     pub(crate) fn run<F: Future>(&self, main: F) -> Run<'_, F> {
         Run {
             active: ActiveGuard::enter(self),
-            main_waker: None,
             main,
         }
     }
 
     /// The waker for a run's main future under `block_on`'s waker `cx`, marked woken so that
     /// the run's first poll polls it.
+    /// It is moved out of `MAIN_WAKER` and back when the run ends (`ActiveGuard`), not cloned:
+    /// two reference counts fewer per run.
     fn main_waker(cx: &Waker) -> (Arc<MainWaker>, Waker) {
-        MAIN_WAKER.with(|cached| {
-            let mut cached = cached.borrow_mut();
-            match &*cached {
-                Some((main, waker)) if main.block_on.will_wake(cx) => {
-                    main.woken.store(true, Ordering::Release);
-                    (main.clone(), waker.clone())
-                }
-                _ => {
-                    let main = Arc::new(MainWaker {
-                        woken: AtomicBool::new(true),
-                        block_on: cx.clone(),
-                    });
-                    let waker = Waker::from(main.clone());
-                    *cached = Some((main.clone(), waker.clone()));
-                    (main, waker)
-                }
+        let cached = MAIN_WAKER.try_with(|cached| cached.take()).ok().flatten();
+        match cached {
+            Some((main, waker)) if main.block_on.will_wake(cx) => {
+                main.woken.store(true, Ordering::Release);
+                (main, waker)
             }
-        })
+            _ => {
+                let main = Arc::new(MainWaker {
+                    woken: AtomicBool::new(true),
+                    block_on: cx.clone(),
+                });
+                let waker = Waker::from(main.clone());
+                (main, waker)
+            }
+        }
     }
 
     /// Run up to `BUDGET` tasks; true if more are waiting.
     fn tick(&self, local: &Local, cx: &mut Cx<'_>) -> bool {
-        self.remote.drain_into(&mut local.queue.borrow_mut());
+        self.remote.drain_into(&mut *local.queue.borrow_mut());
         for _ in 0..BUDGET {
             let next = local.queue.borrow_mut().pop_front();
             match next {
@@ -160,7 +158,7 @@ impl Executor {
                         return false;
                     }
                     local.idle.set(false);
-                    self.remote.drain_into(&mut local.queue.borrow_mut());
+                    self.remote.drain_into(&mut *local.queue.borrow_mut());
                 }
             }
         }
@@ -182,9 +180,9 @@ impl Executor {
             waker.wake();
         }
         loop {
-            let mut batch = std::mem::take(&mut *self.parked.borrow_mut());
-            self.remote.drain_into(&mut batch);
-            if batch.is_empty() {
+            let parked = std::mem::take(&mut *self.parked.borrow_mut());
+            let mut woken = self.remote.take_runnables();
+            if parked.is_empty() && woken.is_empty() {
                 if all_dropped() || !self.remote.wait_for_push(IN_FLIGHT_WAIT) {
                     return CloseOutcome {
                         unreached: !all_dropped(),
@@ -192,9 +190,10 @@ impl Executor {
                 }
                 continue;
             }
-            while let Some(runnable) = batch.pop_front() {
+            for runnable in parked.into_iter().chain(woken.drain(..)) {
                 drop(runnable);
             }
+            Remote::keep_spare(woken);
         }
     }
 }
@@ -211,6 +210,10 @@ struct ActiveGuard<'a> {
     executor: &'a Executor,
     prev_owner: usize,
     prev_queue: VecDeque<Runnable>,
+    /// The main future's waker, the same for the whole run: the main task keeps the first
+    /// waker it is polled with, and Ctrl-C's cancellation wakes that one. Back to
+    /// `MAIN_WAKER` on drop.
+    main_waker: Option<(Arc<MainWaker>, Waker)>,
 }
 
 impl<'a> ActiveGuard<'a> {
@@ -218,15 +221,24 @@ impl<'a> ActiveGuard<'a> {
         let parked = std::mem::take(&mut *executor.parked.borrow_mut());
         let (prev_owner, prev_queue) = LOCAL.with(|local| {
             local.idle.set(false);
-            (
-                local.owner.replace(executor.remote.id()),
-                std::mem::replace(&mut *local.queue.borrow_mut(), parked),
-            )
+            let prev_owner = local.owner.replace(executor.remote.id());
+            let mut queue = local.queue.borrow_mut();
+            // With no other executor's runnables in it (the common case), the thread's queue
+            // keeps its buffer from loop to loop: a new loop's first run allocates none.
+            let prev_queue = match queue.is_empty() {
+                true => {
+                    queue.extend(parked);
+                    VecDeque::new()
+                }
+                false => std::mem::replace(&mut *queue, parked),
+            };
+            (prev_owner, prev_queue)
         });
         ActiveGuard {
             executor,
             prev_owner,
             prev_queue,
+            main_waker: None,
         }
     }
 }
@@ -237,9 +249,15 @@ impl Drop for ActiveGuard<'_> {
         let _ = LOCAL.try_with(|local| {
             local.idle.set(false);
             local.owner.set(self.prev_owner);
-            let ours = std::mem::replace(&mut *local.queue.borrow_mut(), prev_queue);
-            *self.executor.parked.borrow_mut() = ours;
+            let mut queue = local.queue.borrow_mut();
+            if !queue.is_empty() || !prev_queue.is_empty() {
+                let ours = std::mem::replace(&mut *queue, prev_queue);
+                *self.executor.parked.borrow_mut() = ours;
+            }
         });
+        if let Some(main_waker) = self.main_waker.take() {
+            let _ = MAIN_WAKER.try_with(|cached| cached.set(Some(main_waker)));
+        }
     }
 }
 
@@ -247,9 +265,6 @@ pin_project_lite::pin_project! {
     /// See [`Executor::run`].
     pub(crate) struct Run<'a, F> {
         active: ActiveGuard<'a>,
-        // The main future's waker, the same for the whole run: the main task keeps the first
-        // waker it is polled with, and Ctrl-C's cancellation wakes that one.
-        main_waker: Option<(Arc<MainWaker>, Waker)>,
         #[pin]
         main: F,
     }
@@ -261,12 +276,14 @@ impl<F: Future> Future for Run<'_, F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Cx<'_>) -> Poll<F::Output> {
         let this = self.project();
         let (main, waker) = this
+            .active
             .main_waker
             .get_or_insert_with(|| Executor::main_waker(cx.waker()));
         LOCAL.with(|local| {
             // Wake-ups while this poll runs are picked up by it: no need to wake block_on.
             local.idle.set(false);
-            if main.woken.swap(false, Ordering::AcqRel) {
+            // The swap (a locked instruction) only when woken: most polls are for tasks.
+            if main.woken.load(Ordering::Acquire) && main.woken.swap(false, Ordering::AcqRel) {
                 if let Poll::Ready(output) = this.main.poll(&mut Cx::from_waker(waker)) {
                     return Poll::Ready(output);
                 }

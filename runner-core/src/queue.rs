@@ -26,6 +26,9 @@ pub(crate) struct Local {
     /// The run loop found nothing to do and waits for `waker`.
     pub(crate) idle: Cell<bool>,
     pub(crate) waker: RefCell<Option<Waker>>,
+    /// The buffer of the last closed loop's cross-thread queue, for the next loop made on this
+    /// thread: a loop's tasks are first scheduled before it runs, so through that queue.
+    spare: Cell<Vec<Runnable>>,
 }
 
 thread_local! {
@@ -35,6 +38,7 @@ thread_local! {
             queue: RefCell::new(VecDeque::new()),
             idle: Cell::new(false),
             waker: RefCell::new(None),
+            spare: Cell::new(Vec::new()),
         }
     };
 }
@@ -60,8 +64,12 @@ struct RemoteQueue {
 
 impl Remote {
     pub(crate) fn new() -> Arc<Remote> {
+        let runnables = LOCAL.try_with(|l| l.spare.take()).unwrap_or_default();
         Arc::new(Remote {
-            queue: Mutex::default(),
+            queue: Mutex::new(RemoteQueue {
+                runnables,
+                ..RemoteQueue::default()
+            }),
             pending: AtomicBool::new(false),
             jobs_closed: AtomicBool::new(false),
         })
@@ -114,11 +122,30 @@ impl Remote {
     }
 
     /// Move the runnables waiting here onto `local`.
-    pub(crate) fn drain_into(&self, local: &mut VecDeque<Runnable>) {
+    pub(crate) fn drain_into(&self, local: &mut impl Extend<Runnable>) {
         if self.pending.load(Ordering::Acquire) {
             let mut queue = self.lock();
             self.pending.store(false, Ordering::Relaxed);
             local.extend(queue.runnables.drain(..));
+        }
+    }
+
+    /// Take every runnable waiting here, for close to drop; give the emptied buffer to
+    /// [`Remote::keep_spare`].
+    pub(crate) fn take_runnables(&self) -> Vec<Runnable> {
+        if !self.pending.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let mut queue = self.lock();
+        self.pending.store(false, Ordering::Relaxed);
+        std::mem::take(&mut queue.runnables)
+    }
+
+    /// Keep a queue buffer for the next loop made on this thread, emptied here.
+    pub(crate) fn keep_spare(mut buffer: Vec<Runnable>) {
+        buffer.clear();
+        if buffer.capacity() > 0 {
+            let _ = LOCAL.try_with(|l| l.spare.set(buffer));
         }
     }
 
@@ -162,6 +189,15 @@ impl Post for Remote {
             driver.wake();
         }
         Ok(())
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        // No lock: nobody else holds the queue. Its runnables are gone (close drains them).
+        if let Ok(queue) = self.queue.get_mut() {
+            Remote::keep_spare(std::mem::take(&mut queue.runnables));
+        }
     }
 }
 

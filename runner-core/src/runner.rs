@@ -199,7 +199,7 @@ fn run_main<F: Future>(
     let ran = match interrupt {
         None => lp.run_until(async { Some(main.as_mut().await) }),
         Some(interrupt) => {
-            interrupt.set_main(Some(task.clone()));
+            interrupt.set_main(task.clone());
             let shown = Cell::new(false);
             let notice = async {
                 interrupt.pressed().await;
@@ -218,8 +218,7 @@ fn run_main<F: Future>(
                     .or(second_ctrl_c)
                     .or(notice),
             );
-            interrupt.set_main(None);
-            interrupt.set_returned();
+            interrupt.main_ended();
             ran
         }
     };
@@ -264,7 +263,9 @@ impl Drop for RunContextGuard<'_> {
 /// either way. A close still waiting after a second says, once, what it waits for.
 fn close_loop(lp: &EventLoop, timeout: Duration, abandoned: bool) -> bool {
     let mut interrupted = false;
-    if !abandoned {
+    let work = lp.close_work();
+    // With nothing to wait for, close does not handle Ctrl-C: it has nothing to stop (R6.5).
+    if !abandoned && work.any() {
         let sigint = signal::begin(true);
         let waiting = Waiting {
             lp,
@@ -272,7 +273,6 @@ fn close_loop(lp: &EventLoop, timeout: Duration, abandoned: bool) -> bool {
             notice_at: Instant::now() + NOTICE_AFTER,
             shown: Cell::new(false),
         };
-        let work = lp.close_work();
         // 1. Cancel every pending task, and wait for them.
         let _ = waiting.step(work.tasks, lp.cancel_all_tasks())
             // 2. Close the async generators still open, and wait for scheduled cleanups.

@@ -62,9 +62,8 @@ enum Main {
     /// cancels the main task as soon as it exists.
     #[default]
     NotCreated,
+    /// Until the run is over (`Interrupt::returned`): a Ctrl-C after that is a second one.
     Running(TaskRef),
-    /// The run is over: a Ctrl-C now is a second one.
-    Returned,
 }
 
 impl Interrupt {
@@ -76,31 +75,29 @@ impl Interrupt {
         self.aborted.load(Ordering::SeqCst)
     }
 
-    /// The task the first Ctrl-C cancels (`None`: the run is over). If that Ctrl-C came before
-    /// the task existed, the task is cancelled now. During close there is none: a press stops
-    /// the waiting at once (R6.5).
-    pub(crate) fn set_main(&self, task: Option<TaskRef>) {
+    /// The task the first Ctrl-C cancels. If that Ctrl-C came before the task existed, the task
+    /// is cancelled now. During close there is none: a press stops the waiting at once (R6.5).
+    pub(crate) fn set_main(&self, task: TaskRef) {
         // A hand-over point: a press counted before the main task existed is a first Ctrl-C for
-        // it, and one counted while it ran cancels it before the run says how it ended.
-        #[cfg(unix)]
-        if interim_sigint::counted() > 0 {
-            hand_over();
-        }
+        // it.
+        hand_over_counted();
         if self.closing.load(Ordering::SeqCst) {
             return;
         }
         let mut main = lock(&self.main);
-        *main = match task {
-            Some(task) => {
-                // Read under the lock `on_ctrl_c` takes after counting: a press is seen either
-                // here or there, never by neither.
-                if self.presses() == 1 {
-                    task.cancel_for_interrupt();
-                }
-                Main::Running(task)
-            }
-            None => Main::Returned,
-        };
+        // Read under the lock `on_ctrl_c` takes after counting: a press is seen either here or
+        // there, never by neither.
+        if self.presses() == 1 {
+            task.cancel_for_interrupt();
+        }
+        *main = Main::Running(task);
+    }
+
+    /// The main task is done, or the run ended without it: a Ctrl-C from now on is a second
+    /// one. A press counted while the task ran cancels it first (a hand-over point).
+    pub(crate) fn main_ended(&self) {
+        hand_over_counted();
+        self.set_returned();
     }
 
     /// The loop thread is back from `block_on`: it was not stuck.
@@ -150,13 +147,17 @@ impl Interrupt {
         if self.closing.load(Ordering::SeqCst) {
             return false;
         }
-        match &*lock(&self.main) {
+        let main = lock(&self.main);
+        if self.returned.load(Ordering::Acquire) {
+            return false;
+        }
+        match &*main {
             // R6.2: cancel main (its destructors and async cleanup run) and wake the loop.
             Main::Running(main) if !main.is_finished() => {
                 main.cancel_for_interrupt();
                 true
             }
-            Main::Running(_) | Main::Returned => false,
+            Main::Running(_) => false,
             Main::NotCreated => true,
         }
     }
@@ -265,6 +266,15 @@ fn install_dispatcher(installed: Result<(), ctrlc::Error>) -> Install {
     match installed {
         Ok(()) => Install::Ours,
         Err(_) => Install::Foreign,
+    }
+}
+
+/// At a hand-over point: act on the presses the interim handler counted, if any. One relaxed
+/// load when there are none.
+fn hand_over_counted() {
+    #[cfg(unix)]
+    if interim_sigint::counted() > 0 {
+        hand_over();
     }
 }
 

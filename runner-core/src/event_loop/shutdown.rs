@@ -36,6 +36,13 @@ pub(crate) struct CloseWork {
     pub(crate) workers: bool,
 }
 
+impl CloseWork {
+    /// Whether any waiting step has something to do.
+    pub(crate) fn any(self) -> bool {
+        self.tasks || self.asyncgens || self.executor || self.workers
+    }
+}
+
 impl EventLoop {
     /// Close every generator and finalized stream still open on the loop, concurrently, and
     /// wait for cleanups already scheduled on it. Failures are reported as "an error occurred
