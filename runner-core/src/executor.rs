@@ -119,6 +119,7 @@ impl Executor {
 
     /// The waker for a run's main future under `block_on`'s waker `cx`, marked woken so that
     /// the run's first poll polls it.
+    ///
     /// It is moved out of `MAIN_WAKER` and back when the run ends (`ActiveGuard`), not cloned:
     /// two reference counts fewer per run.
     fn main_waker(cx: &Waker) -> (Arc<MainWaker>, Waker) {
@@ -141,7 +142,7 @@ impl Executor {
 
     /// Run up to `BUDGET` tasks; true if more are waiting.
     fn tick(&self, local: &Local, cx: &mut Cx<'_>) -> bool {
-        self.remote.drain_into(&mut *local.queue.borrow_mut());
+        self.remote.drain_into(&mut local.queue.borrow_mut());
         for _ in 0..BUDGET {
             let next = local.queue.borrow_mut().pop_front();
             match next {
@@ -158,7 +159,7 @@ impl Executor {
                         return false;
                     }
                     local.idle.set(false);
-                    self.remote.drain_into(&mut *local.queue.borrow_mut());
+                    self.remote.drain_into(&mut local.queue.borrow_mut());
                 }
             }
         }

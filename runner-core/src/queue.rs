@@ -121,24 +121,30 @@ impl Remote {
         }
     }
 
+    /// The queue, locked, if runnables are waiting in it (they are taken: `pending` is
+    /// cleared). No lock otherwise.
+    fn pending_queue(&self) -> Option<MutexGuard<'_, RemoteQueue>> {
+        if !self.pending.load(Ordering::Acquire) {
+            return None;
+        }
+        let queue = self.lock();
+        self.pending.store(false, Ordering::Relaxed);
+        Some(queue)
+    }
+
     /// Move the runnables waiting here onto `local`.
-    pub(crate) fn drain_into(&self, local: &mut impl Extend<Runnable>) {
-        if self.pending.load(Ordering::Acquire) {
-            let mut queue = self.lock();
-            self.pending.store(false, Ordering::Relaxed);
+    pub(crate) fn drain_into(&self, local: &mut VecDeque<Runnable>) {
+        if let Some(mut queue) = self.pending_queue() {
             local.extend(queue.runnables.drain(..));
         }
     }
 
-    /// Take every runnable waiting here, for close to drop; give the emptied buffer to
-    /// [`Remote::keep_spare`].
+    /// Take every runnable waiting here, with the buffer, for close to drop; give the emptied
+    /// buffer to [`Remote::keep_spare`].
     pub(crate) fn take_runnables(&self) -> Vec<Runnable> {
-        if !self.pending.load(Ordering::Acquire) {
-            return Vec::new();
-        }
-        let mut queue = self.lock();
-        self.pending.store(false, Ordering::Relaxed);
-        std::mem::take(&mut queue.runnables)
+        self.pending_queue()
+            .map(|mut queue| std::mem::take(&mut queue.runnables))
+            .unwrap_or_default()
     }
 
     /// Keep a queue buffer for the next loop made on this thread, emptied here.

@@ -264,7 +264,7 @@ impl Drop for RunContextGuard<'_> {
 fn close_loop(lp: &EventLoop, timeout: Duration, abandoned: bool) -> bool {
     let mut interrupted = false;
     let work = lp.close_work();
-    // With nothing to wait for, close does not handle Ctrl-C: it has nothing to stop (R6.5).
+    // With nothing to wait for, close does not handle Ctrl-C: it has nothing to stop (R6.4).
     if !abandoned && work.any() {
         let sigint = signal::begin(true);
         let waiting = Waiting {
