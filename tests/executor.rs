@@ -274,33 +274,36 @@ fn tasks_stay_on_their_own_loop() {
 /// to loop, and must never hand one loop's tasks to another).
 #[test]
 fn queued_tasks_carry_over_past_another_loops_run() {
-    let ran = Rc::new(RefCell::new(Vec::new()));
-    let lp1 = EventLoop::new();
-    let lp2 = EventLoop::new();
-    let spawn_logging = |lp: &EventLoop, id: u32| {
-        let ran = ran.clone();
-        lp.spawn(async move { ran.borrow_mut().push(id) })
-    };
-    // More tasks than one round of the run queue takes, so some are left queued when the main
-    // future (one yield) is done.
-    let tasks: Vec<_> = (0..1000).map(|i| spawn_logging(&lp1, i)).collect();
-    lp1.run_until_complete(runner::yield_now()).unwrap();
-    let left = 1000 - ran.borrow().len();
-    assert!(left > 0, "every task ran in the first run");
-    let other = spawn_logging(&lp2, 5000);
-    lp2.run_until_complete(other).unwrap().unwrap();
-    lp1.run_until_complete(async {
-        for t in tasks {
-            t.await.unwrap();
-        }
-    })
-    .unwrap();
-    let ran = ran.borrow();
-    let first_run = 1000 - left;
-    assert_eq!(ran[first_run], 5000, "lp2's task ran in between");
-    let lp1_order: Vec<u32> = ran.iter().copied().filter(|&id| id != 5000).collect();
-    assert_eq!(lp1_order, (0..1000).collect::<Vec<_>>());
-    drop(ran);
-    lp1.close();
-    lp2.close();
+    // A loop that lost its queued tasks would wait for them forever.
+    common::finishes_within(Duration::from_secs(120), || {
+        let ran = Rc::new(RefCell::new(Vec::new()));
+        let lp1 = EventLoop::new();
+        let lp2 = EventLoop::new();
+        let spawn_logging = |lp: &EventLoop, id: u32| {
+            let ran = ran.clone();
+            lp.spawn(async move { ran.borrow_mut().push(id) })
+        };
+        // More tasks than one round of the run queue takes, so some are left queued when the
+        // main future (one yield) is done.
+        let tasks: Vec<_> = (0..1000).map(|i| spawn_logging(&lp1, i)).collect();
+        lp1.run_until_complete(runner::yield_now()).unwrap();
+        let left = 1000 - ran.borrow().len();
+        assert!(left > 0, "every task ran in the first run");
+        let other = spawn_logging(&lp2, 5000);
+        lp2.run_until_complete(other).unwrap().unwrap();
+        lp1.run_until_complete(async {
+            for t in tasks {
+                t.await.unwrap();
+            }
+        })
+        .unwrap();
+        let ran = ran.borrow();
+        let first_run = 1000 - left;
+        assert_eq!(ran[first_run], 5000, "lp2's task ran in between");
+        let lp1_order: Vec<u32> = ran.iter().copied().filter(|&id| id != 5000).collect();
+        assert_eq!(lp1_order, (0..1000).collect::<Vec<_>>());
+        drop(ran);
+        lp1.close();
+        lp2.close();
+    });
 }
