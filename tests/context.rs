@@ -490,3 +490,220 @@ fn large_contexts_keep_every_value() {
         assert_eq!(copy.get(var), Some(if i % 3 == 0 { 0 } else { i }));
     }
 }
+
+/// A value whose destructor logs the request id, as a guard logging its request would.
+struct LogsRequest(&'static std::sync::Mutex<Vec<String>>, &'static str);
+
+impl Drop for LogsRequest {
+    fn drop(&mut self) {
+        let line = format!("{} dropped in request {:?}", self.1, LOG_REQUEST.get());
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+    }
+}
+
+static LOG_REQUEST: ContextVar<u64> = ContextVar::new("log_request");
+
+/// Issue 23, item 3: `reset` dropped the value it replaced while the context was still
+/// borrowed, so a destructor that reads a variable panicked ("already mutably borrowed").
+/// It runs after the change, and sees the context as reset left it.
+#[test]
+fn reset_drops_the_replaced_value_after_the_change_so_its_destructor_can_read() {
+    static LOG: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    static GUARD: ContextVar<LogsRequest> = ContextVar::new("guard");
+    let mut ctx = Context::new();
+    ctx.run(|| {
+        LOG_REQUEST.set(1);
+        let token = GUARD.set(LogsRequest(&LOG, "first"));
+        LOG_REQUEST.set(2);
+        GUARD.reset(token).unwrap();
+        assert!(GUARD.with(|g| g.is_none()));
+    });
+    let log = LOG.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert_eq!(log, ["first dropped in request Some(2)"]);
+}
+
+/// Issue 23, item 3: a generator's answer crossing threads replaced the consumer's values while
+/// the context was borrowed. The consumer (a `to_thread` job) held a guard in a variable the
+/// body sets: the replaced guard is dropped after the change, reading the adopted values.
+#[test]
+fn a_generators_answer_from_another_thread_drops_replaced_values_after_the_change() {
+    static LOG: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    static GUARD: ContextVar<LogsRequest> = ContextVar::new("guard_across");
+    let item = common::finishes_within(Duration::from_secs(30), || {
+        runner::run(async {
+            let mut gen = runner::AsyncGen::new(|y| async move {
+                LOG_REQUEST.set(20);
+                GUARD.set(LogsRequest(&LOG, "body's guard"));
+                y.yield_(5u32).await?;
+                Ok(())
+            });
+            runner::to_thread(move || {
+                LOG_REQUEST.set(10);
+                GUARD.set(LogsRequest(&LOG, "consumer's guard"));
+                let item = futures_lite::future::block_on(gen.next());
+                let seen = (LOG_REQUEST.get(), GUARD.with(|g| g.map(|g| g.1)));
+                drop(gen);
+                (item, seen)
+            })
+            .await
+            .unwrap()
+        })
+        .unwrap()
+    });
+    assert_eq!(item, (Some(5), (Some(20), Some("body's guard"))));
+    let log = LOG.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert_eq!(log[0], "consumer's guard dropped in request Some(20)");
+}
+
+/// Issue 23, item 1: a value whose `Clone` finished a pending cross-thread `next` while
+/// `ContextVar::get` cloned it. Adopting the body's changes swapped the map and freed the value
+/// being cloned (valgrind: "Invalid read" in `Clone::clone`). Every change that can drop a value
+/// of the current context is refused while a clone runs: the clone panics with the refusal, the
+/// item is not lost, and the next poll outside the clone delivers it with the body's changes.
+#[test]
+fn a_clone_that_finishes_a_cross_thread_next_is_refused_and_loses_nothing() {
+    use futures_lite::Stream;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context as Cx, Poll, Wake, Waker};
+
+    static ARMED: AtomicBool = AtomicBool::new(false);
+    static PENDING: Mutex<Option<runner::AsyncGen<u32>>> = Mutex::new(None);
+    static TRIGGER: ContextVar<Trigger> = ContextVar::new("trigger");
+
+    struct Trigger(u32);
+    impl Clone for Trigger {
+        fn clone(&self) -> Self {
+            if ARMED.swap(false, Ordering::SeqCst) {
+                let mut pending = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(gen) = pending.as_mut() {
+                    let waker = Waker::from(Arc::new(Flag(AtomicBool::new(false))));
+                    let _ = std::pin::Pin::new(gen).poll_next(&mut Cx::from_waker(&waker));
+                }
+            }
+            Trigger(self.0)
+        }
+    }
+    struct Flag(AtomicBool);
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    let outcome = common::finishes_within(Duration::from_secs(30), || {
+        runner::run(async {
+            let gen = runner::AsyncGen::new(|y| async move {
+                TRIGGER.set(Trigger(2));
+                y.yield_(7u32).await?;
+                Ok(())
+            });
+            runner::to_thread(move || {
+                let mut gen = gen;
+                let mut ctx = Context::new();
+                ctx.run(|| {
+                    TRIGGER.set(Trigger(1));
+                    // Ask for the item from this thread; the loop thread answers it.
+                    let flag = Arc::new(Flag(AtomicBool::new(false)));
+                    let waker = Waker::from(flag.clone());
+                    let first = std::pin::Pin::new(&mut gen).poll_next(&mut Cx::from_waker(&waker));
+                    assert!(first.is_pending());
+                    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                    while !flag.0.load(Ordering::SeqCst) {
+                        assert!(std::time::Instant::now() < deadline, "the answer came");
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    *PENDING.lock().unwrap_or_else(|e| e.into_inner()) = Some(gen);
+                    // Cached now; the next get is a cache hit whose clone takes the answer.
+                    assert_eq!(TRIGGER.get().map(|t| t.0), Some(1));
+                    ARMED.store(true, Ordering::SeqCst);
+                    let refused = std::panic::catch_unwind(|| TRIGGER.get().map(|t| t.0));
+                    let mut gen = PENDING
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .take()
+                        .expect("the generator is back");
+                    let item =
+                        match std::pin::Pin::new(&mut gen).poll_next(&mut Cx::from_waker(&waker)) {
+                            Poll::Ready(item) => item,
+                            Poll::Pending => panic!("the answer was kept for this poll"),
+                        };
+                    let after = TRIGGER.get().map(|t| t.0);
+                    drop(gen);
+                    (refused.map_err(|p| common::panic_text(&*p)), item, after)
+                })
+            })
+            .await
+            .unwrap()
+        })
+        .unwrap()
+    });
+    let message = outcome.0.expect_err("the clone's change is refused");
+    assert!(
+        message.contains("while ContextVar::get cloned a value"),
+        "{message}"
+    );
+    assert_eq!(outcome.1, Some(7), "the item is delivered by the next poll");
+    assert_eq!(outcome.2, Some(2), "with the body's change adopted");
+}
+
+/// Issue 23, item 4: an answer made for a consumer elsewhere and taken back home (a pool task
+/// that moved back to the worker that made the generator) was delivered without the body's
+/// context changes. Here the consumer's context goes from a `to_thread` job back to the loop
+/// thread that made the generator, with the request still out.
+#[test]
+fn an_answer_taken_at_home_adopts_the_bodys_context_changes() {
+    use futures_lite::Stream;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context as Cx, Poll, Wake, Waker};
+
+    static STEP: ContextVar<u32> = ContextVar::new("step");
+    struct Flag(AtomicBool);
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    let (item, step) = common::finishes_within(Duration::from_secs(30), || {
+        runner::run(async {
+            let gen = runner::AsyncGen::new(|y| async move {
+                STEP.set(STEP.get().unwrap_or(0) + 100);
+                y.yield_(3u32).await?;
+                Ok(())
+            });
+            let mut ctx = Context::new();
+            ctx.run(|| STEP.set(1));
+            let flag = Arc::new(Flag(AtomicBool::new(false)));
+            let waker = Waker::from(flag.clone());
+            // Asked from another thread, in `ctx`.
+            let (mut gen, mut ctx) = runner::to_thread({
+                let waker = waker.clone();
+                move || {
+                    let mut gen = gen;
+                    let first = ctx.run(|| {
+                        std::pin::Pin::new(&mut gen).poll_next(&mut Cx::from_waker(&waker))
+                    });
+                    assert!(first.is_pending());
+                    (gen, ctx)
+                }
+            })
+            .await
+            .unwrap();
+            common::eventually("the loop thread answered", || flag.0.load(Ordering::SeqCst)).await;
+            // Back home, in the same context, the answer is taken here.
+            let item = ctx.run(|| {
+                match std::pin::Pin::new(&mut gen).poll_next(&mut Cx::from_waker(&waker)) {
+                    Poll::Ready(item) => item,
+                    Poll::Pending => None,
+                }
+            });
+            drop(gen);
+            (item, ctx.get(&STEP))
+        })
+        .unwrap()
+    });
+    assert_eq!(item, Some(3));
+    assert_eq!(step, Some(101), "the body's change came back with the item");
+}

@@ -37,7 +37,7 @@ use std::sync::Arc;
 
 use crate::context_cache;
 use crate::context_map::{ContextMap, Value};
-use crate::error::ContextError;
+use crate::error::{catch_quietly, ContextError};
 
 thread_local! {
     /// The context of whatever runs on this thread now: a task's while it is polled,
@@ -45,33 +45,62 @@ thread_local! {
     static CURRENT: Current = const { Current(RefCell::new(Context::new())) };
 }
 
-/// The thread's current context. Every change to it goes through [`Current::change`], so that
+/// The thread's current context, and the one way to reach and change it, so that
 /// `ContextVar::get`'s cache (see `context_cache`) never outlives what it points into.
+///
+/// Once the thread has begun exiting and its context is being dropped, the thread-local can no
+/// longer be reached: a destructor that reads a variable then sees no value set (the default), a
+/// `set` changes nothing, and a new context is empty. Nothing panics there: a panic in a
+/// thread-local's destructor aborts the process.
 struct Current(RefCell<Context>);
 
 impl Current {
+    /// `f` with the thread's current context; `None` once the thread is exiting.
+    #[inline]
+    fn with<R>(f: impl FnOnce(&Current) -> R) -> Option<R> {
+        CURRENT.try_with(f).ok()
+    }
+
     fn borrow(&self) -> std::cell::Ref<'_, Context> {
         self.0.borrow()
     }
 
-    /// Change the current context: `set`/`reset` (`swap` false) or a swap of contexts.
-    fn change<R>(&self, swap: bool, f: impl FnOnce(&mut Context) -> R) -> R {
-        match swap {
-            true => context_cache::invalidate(),
-            false => context_cache::before_change(),
-        }
-        f(&mut self.0.borrow_mut())
+    /// Change the current context's values (`set`, `reset`, a generator's answer adopted).
+    /// Refused while `ContextVar::get` clones one of them. The values `f` replaces are dropped
+    /// after the borrow ends, so that their destructors may read and set variables.
+    fn change<R>(&self, f: impl FnOnce(&mut Context) -> R) -> R {
+        context_cache::before_change();
+        let (result, _replaced) = {
+            let mut ctx = self.0.borrow_mut();
+            // Holds every value of the map as it was until the borrow has ended.
+            let replaced = ctx.vars.clone();
+            (f(&mut ctx), replaced)
+        };
+        result
+    }
+
+    /// Swap the current context with `other`: no value is dropped.
+    fn swap(&self, other: &mut Context) {
+        context_cache::invalidate();
+        mem::swap(&mut *self.0.borrow_mut(), other);
     }
 }
 
 impl Drop for Current {
     fn drop(&mut self) {
         context_cache::invalidate();
+        // The values' destructors are user code: contain a panic, which would abort here.
+        let ctx = mem::take(self.0.get_mut());
+        catch_quietly(move || drop(ctx));
     }
 }
 
 /// Identities for variables and contexts; 0 means "not assigned yet".
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The context of a token whose `set` found no current context (the thread was exiting): no
+/// context has it, so the token cannot reset anything.
+const NO_CONTEXT: u64 = u64::MAX;
 
 fn next_id() -> u64 {
     NEXT_ID.fetch_add(1, Ordering::Relaxed)
@@ -158,19 +187,24 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     }
 
     /// `get` when its cache has nothing for this variable: look it up and remember where it is.
+    /// The value is cloned after the borrow of the context ends, as on the cached path.
     #[cold]
     #[inline(never)]
     fn lookup_and_cache(id: u64) -> Option<T>
     where
         T: Clone,
     {
-        CURRENT.with(|c| {
+        let at = Current::with(|c| {
             let ctx = c.borrow();
             let value = ctx.lookup(id).and_then(|v| v.downcast_ref::<T>());
-            let at = value.map_or(std::ptr::null(), |v| (v as *const T).cast());
+            let at: *const () = value.map_or(std::ptr::null(), |v| (v as *const T).cast());
             context_cache::fill(id, at);
-            context_cache::marked(|| value.cloned())
-        })
+            at
+        })?;
+        match at.is_null() {
+            true => None,
+            false => Some(context_cache::clone_uncached::<T>(at)),
+        }
     }
 
     /// Call `f` with a reference to the current value (or the default), for types that are not
@@ -186,7 +220,7 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     pub fn with<R>(&self, f: impl FnOnce(Option<&T>) -> R) -> R {
         let id = self.id();
         // Take a reference-counted handle out so no borrow of the context is held while `f` runs.
-        let value = CURRENT.with(|c| c.borrow().lookup(id).cloned());
+        let value = Current::with(|c| c.borrow().lookup(id).cloned()).flatten();
         match value.as_deref().and_then(|v| v.downcast_ref::<T>()) {
             Some(v) => f(Some(v)),
             None => match self.default {
@@ -199,17 +233,20 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
     /// Set the value in the current context; the token lets [`reset`](Self::reset) undo it.
     pub fn set(&self, value: T) -> Token<T> {
         let var = self.id();
-        CURRENT.with(|c| {
-            c.change(false, |ctx| {
-                let old = ctx.insert(var, Arc::new(value));
-                Token {
-                    var,
-                    context: ctx.identity(),
-                    old,
-                    _value: PhantomData,
-                }
+        let value: Value = Arc::new(value);
+        let set = Current::with(|c| {
+            c.change(|ctx| {
+                let old = ctx.insert(var, value);
+                (ctx.identity(), old)
             })
-        })
+        });
+        let (context, old) = set.unwrap_or((NO_CONTEXT, None));
+        Token {
+            var,
+            context,
+            old,
+            _value: PhantomData,
+        }
     }
 
     /// Restore the value from before the `set` that gave `token`.
@@ -220,18 +257,22 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
         if token.var != self.id() {
             return Err(ContextError);
         }
-        CURRENT.with(|c| {
-            if c.borrow().id != token.context {
+        let Token {
+            var, context, old, ..
+        } = token;
+        Current::with(|c| {
+            if c.borrow().id != context {
                 return Err(ContextError);
             }
-            c.change(false, |ctx| match token.old {
+            c.change(|ctx| match old {
                 Some(old) => {
-                    ctx.insert(token.var, old);
+                    ctx.insert(var, old);
                 }
-                None => ctx.remove(token.var),
+                None => ctx.remove(var),
             });
             Ok(())
         })
+        .unwrap_or(Err(ContextError))
     }
 }
 
@@ -287,7 +328,7 @@ impl Context {
 
     /// A copy of the current context: the running task's, else the thread's.
     pub fn current() -> Context {
-        CURRENT.with(|c| c.borrow().clone())
+        Current::with(|c| c.borrow().clone()).unwrap_or_default()
     }
 
     /// Run `f` with `self` as the current context; what `f` sets stays in `self`. The previous
@@ -299,30 +340,44 @@ impl Context {
 
     /// Make `self` current until the guard drops (then swap it back, holding its changes).
     pub(crate) fn enter(&mut self) -> ContextGuard<'_> {
-        CURRENT.with(|c| c.change(true, |current| mem::swap(current, self)));
-        ContextGuard { ctx: self }
+        let entered = Current::with(|c| c.swap(self)).is_some();
+        ContextGuard { ctx: self, entered }
     }
 
     /// A copy of the current context that keeps its identity, for work done for it on another
     /// thread (a generator's body polled where it was made): tokens made on either side of the
     /// loan stay valid on the other. [`take_back`](Self::take_back) adopts what it holds after.
     pub(crate) fn lend() -> Context {
-        CURRENT.with(|c| {
-            c.change(false, |current| Context {
+        Current::with(|c| {
+            let mut current = c.0.borrow_mut();
+            Context {
                 vars: current.vars.clone(),
                 id: current.identity(),
-            })
+            }
         })
+        .unwrap_or_default()
     }
 
     /// Make what a loan from the current context holds now (its variables, as set while it was
-    /// away) the current context's; a loan from another context is dropped.
+    /// away) the current context's; a loan from another context is dropped. The values it
+    /// replaces are dropped after the current context is released.
+    ///
+    /// # Panics
+    /// Inside a `Clone` impl run by `ContextVar::get` (see
+    /// [`refuse_change_while_cloning`](Self::refuse_change_while_cloning)).
     pub(crate) fn take_back(lent: Context) {
-        CURRENT.with(|c| {
+        Current::with(|c| {
             if c.borrow().id == lent.id {
-                c.change(true, |current| current.vars = lent.vars);
+                c.change(|current| current.vars = lent.vars);
             }
-        })
+        });
+    }
+
+    /// Panic if `ContextVar::get` is cloning a value of the current context on this thread, when
+    /// changing the current context's values now (adopting a generator's answer) would be
+    /// refused: called before the answer is taken, so that a refusal loses nothing.
+    pub(crate) fn refuse_change_while_cloning() {
+        context_cache::refuse_while_cloning();
     }
 
     /// The value of `var` in this context (not its default).
@@ -397,10 +452,14 @@ pub fn copy_context() -> Context {
 /// Keeps a context current; swaps it back (with its changes) when dropped.
 pub(crate) struct ContextGuard<'a> {
     ctx: &'a mut Context,
+    /// False if the thread was exiting and `ctx` could not be made current.
+    entered: bool,
 }
 
 impl Drop for ContextGuard<'_> {
     fn drop(&mut self) {
-        CURRENT.with(|c| c.change(true, |current| mem::swap(current, self.ctx)));
+        if self.entered {
+            Current::with(|c| c.swap(self.ctx));
+        }
     }
 }

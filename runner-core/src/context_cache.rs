@@ -5,10 +5,36 @@
 //! `task_local!` (measured). A cached one costs a thread-local without a destructor, a compare and
 //! the clone. Each slot remembers, for one variable, where its value is in the current context.
 //! Every slot is emptied whenever the current context changes: swapped (a task's poll begins or
-//! ends, `Context::run`), changed (`set`, `reset`) or dropped (the thread exits). So a filled
-//! slot points into the context that is current. (Slots used to carry the epoch they were
-//! filled at instead: emptying them costs a swap that used variables a few vector stores, and
-//! saves every hit a load and a compare.)
+//! ends, `Context::run`), changed (`set`, `reset`, a generator's answer adopted) or dropped (the
+//! thread exits). So a filled slot points into the context that is current. (Emptying the slots
+//! costs a swap that used variables a few vector stores; an epoch per slot would cost every hit a
+//! load and a compare instead.)
+//!
+//! # Why a cached pointer is safe to clone through
+//!
+//! `get` clones the value behind a slot's pointer, or behind a pointer taken from the current
+//! context under a borrow that is released before the clone (user code in `T::clone` may read,
+//! enter or swap contexts). Either way the value lives in an `Arc` held by the thread's current
+//! context, and the clone runs user code, so every way that code could free the value must be
+//! closed while the clone runs (`cloning` is set). These are all the ways the current context
+//! (`context::Current`, its one owner) changes:
+//!
+//! - `Current::change`: `ContextVar::set`, `ContextVar::reset` and `Context::take_back` (a
+//!   generator's answer from another thread, with the body's changes). These replace values, so
+//!   they call [`before_change`], which panics while a clone is in progress: the change never
+//!   starts. Before any other change it empties the slots.
+//! - `Current::swap`: `Context::run`, a task's poll (`Context::enter`) and the guards that undo
+//!   them. A swap moves the current context into the caller's `&mut Context`, which outlives the
+//!   swap's guard, so no value is dropped: the value being cloned stays alive and in place (a
+//!   context's values are behind `Arc`s, which moving a context does not move). A swap empties
+//!   the slots ([`invalidate`]), so no slot outlives its context being current.
+//! - `Context::lend` only gives the current context an identity: no value changes.
+//! - The thread exits (`Current`'s destructor): that cannot run while code on the thread is
+//!   inside a clone, since a thread's destructors run after its code returned, one at a time.
+//!   It empties the slots first.
+//!
+//! A variable's id belongs to one `ContextVar<T>` and only `T`s are stored under it, so the
+//! pointer is to a `T`.
 
 use std::cell::Cell;
 
@@ -58,21 +84,30 @@ pub(crate) fn invalidate() {
     });
 }
 
-/// The current context is about to change (`set`, `reset`): invalidate, after checking that no
-/// cached value is being cloned from it.
+/// The current context's values are about to change (`set`, `reset`, a generator's answer
+/// adopted): invalidate, after checking that no value of the current context is being cloned
+/// (see the module documentation).
 ///
 /// # Panics
-/// When a `Clone` impl sets a context variable while `ContextVar::get` clones a value (the
-/// change could drop the value being cloned).
+/// When a `Clone` impl changes the current context's values while `ContextVar::get` clones a
+/// value (the change could drop the value being cloned).
 pub(crate) fn before_change() {
+    refuse_while_cloning();
+    invalidate();
+}
+
+/// Panic if `ContextVar::get` is cloning a value of the current context on this thread: a change
+/// now could drop it. Called before a change starts, so that a refused change leaves nothing
+/// half done.
+pub(crate) fn refuse_while_cloning() {
     let cloning = CACHE.try_with(|c| c.cloning.get()).unwrap_or(false);
     if cloning {
         panic!(
-            "a context variable was set or reset while ContextVar::get cloned a value: a Clone \
-             impl of a context variable's value may not change the current context"
+            "the current context was changed (a variable set or reset, or a generator's item \
+             taken from another thread) while ContextVar::get cloned a value: a Clone impl of a \
+             context variable's value may not change the current context"
         );
     }
-    invalidate();
 }
 
 /// The cached lookup of `var` (0: a variable with no id yet, never cached): `Some(Some(v))`,
@@ -95,10 +130,12 @@ pub(crate) fn get<T: Clone + 'static>(var: u64) -> Option<Option<T>> {
         .flatten()
 }
 
-/// Run `clone`, the uncached path's clone of a value in the current context, marked as cloning:
-/// a set or reset inside it is refused as on the cached path, with the same message. The mark
-/// is put back as it was, so a clone inside another clone leaves the outer one marked.
-pub(crate) fn marked<R>(clone: impl FnOnce() -> R) -> R {
+/// Clone the `T` at `value`, the uncached path's value in the current context (found under a
+/// borrow that is released before this call, so that the clone may enter or swap contexts),
+/// marked as cloning: a change of the current context's values inside the clone is refused as
+/// on the cached path. The mark is put back as it was, so a clone inside another clone leaves the
+/// outer one marked.
+pub(crate) fn clone_uncached<T: Clone>(value: *const ()) -> T {
     struct Restore(bool);
     impl Drop for Restore {
         fn drop(&mut self) {
@@ -106,7 +143,7 @@ pub(crate) fn marked<R>(clone: impl FnOnce() -> R) -> R {
         }
     }
     let _restore = Restore(CACHE.try_with(|c| c.cloning.replace(true)).unwrap_or(false));
-    clone()
+    read::<T>(value).clone()
 }
 
 /// Remember that `var`'s value in the current context is at `value` (null: unset).
@@ -120,17 +157,16 @@ pub(crate) fn fill(var: u64, value: *const ()) {
     });
 }
 
-/// The `T` a filled slot points at.
+/// The `T` at `value`: a filled slot's pointer, or the uncached path's.
 #[allow(unsafe_code)]
 #[inline]
 fn read<'a, T>(value: *const ()) -> &'a T {
-    // SAFETY: `value` was stored by `fill` from a `&T` inside an `Arc` that the thread's current
-    // context held, in a slot the caller just found filled. Every slot is emptied before the
-    // current context is swapped, changed or dropped (`invalidate`, `before_change`), so that
-    // context, and the `Arc` in it, is still alive and unchanged. While the caller clones the
-    // value, `CloningGuard` makes `set`/`reset` panic instead of changing it, so user code in
-    // `T::clone` cannot drop it. A variable's id belongs to one `ContextVar<T>` and only `T`s are
-    // stored under it, so the pointer is to a `T`. The reference does not outlive the clone.
+    // SAFETY: `value` points to a `T` inside an `Arc` that the thread's current context holds:
+    // stored by `fill` in a slot the caller just found filled (every slot is emptied before the
+    // current context is swapped, changed or dropped), or taken from the current context by the
+    // uncached path just before. The caller clones it with `cloning` set, and while that mark is
+    // set nothing can drop the value (the module documentation goes through every way the
+    // current context changes). The reference does not outlive the clone.
     unsafe { &*value.cast::<T>() }
 }
 

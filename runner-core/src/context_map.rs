@@ -15,6 +15,8 @@
 use std::any::Any;
 use std::sync::Arc;
 
+use crate::error::catch_quietly;
+
 /// A variable's value.
 pub(crate) type Value = Arc<dyn Any + Send + Sync>;
 
@@ -60,6 +62,20 @@ impl Small {
     }
 }
 
+/// A value's destructor is user code, run wherever a context is dropped or changed: at a task's
+/// end, at `reset`, at thread exit. Each value is dropped on its own, and a panic in its
+/// destructor is contained (as Python ignores an exception raised in `__del__`), so that a second
+/// panicking value in the same map cannot abort the process.
+impl Drop for Small {
+    fn drop(&mut self) {
+        for entry in &mut self.entries {
+            if let Some(entry) = entry.take() {
+                catch_quietly(move || drop(entry));
+            }
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Branch {
     /// Bit `i` is set when the branch has a child for index `i`.
@@ -72,6 +88,15 @@ struct Branch {
 enum Child {
     Leaf(u64, Value),
     Branch(Arc<Branch>),
+}
+
+/// As for [`Small`]: each child on its own.
+impl Drop for Branch {
+    fn drop(&mut self) {
+        for child in std::mem::take(&mut self.children).into_vec() {
+            catch_quietly(move || drop(child));
+        }
+    }
 }
 
 fn hash(key: u64) -> u64 {

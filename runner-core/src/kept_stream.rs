@@ -281,23 +281,30 @@ impl<T> KeptStream<T> {
     }
 
     /// A request from another thread is out: answered elsewhere; back home, an answer already
-    /// made is this poll's, else the request is withdrawn (its poll was dropped elsewhere).
+    /// made is this poll's (with the consumer context's changes, which are adopted as on the
+    /// other thread: a pool task may have moved back to the worker that made the stream), else
+    /// the request is withdrawn (its poll was dropped elsewhere).
     #[cold]
     fn poll_with_request_out(&self, op: Op, cx: &mut Cx<'_>) -> Poll<Answer<T>> {
         if !self.kept.is_here() {
             return self.poll_elsewhere(op, cx);
         }
         let mut request = lock(&self.exchange.request);
-        self.exchange.out.store(false, Ordering::Release);
-        let asked = request.op.take();
-        request.serial += 1;
-        if let (Some(asked), Some(answer)) = (asked, request.answer.take()) {
-            if asked == op {
-                drop(request);
-                return self.deliver(answer);
-            }
+        let answered = request.op == Some(op) && request.answer.is_some();
+        if answered {
+            // Before anything is taken: a refusal loses nothing.
+            Context::refuse_change_while_cloning();
         }
+        self.exchange.out.store(false, Ordering::Release);
+        request.op = None;
+        request.serial += 1;
+        let (answer, lent) = (request.answer.take(), request.ctx.take());
         drop(request);
+        if let (true, Some(answer)) = (answered, answer) {
+            return self.adopt(answer, lent);
+        }
+        // An answer to another request, and the loan it was made in, are dropped here, outside
+        // the lock: their destructors are user code.
         (self.poll_here)(&self.kept, op, cx).unwrap_or(Poll::Ready(Answer::gone(op)))
     }
 
@@ -328,17 +335,17 @@ impl<T> KeptStream<T> {
             return Poll::Ready(Answer::gone(op)); // nothing to ask: it has ended
         }
         let mut request = lock(&self.exchange.request);
-        if request.op == Some(op) {
-            if let Some(answer) = request.answer.take() {
-                request.op = None;
-                self.exchange.out.store(false, Ordering::Release);
-                let ctx = request.ctx.take();
-                drop(request);
-                if let Some(ctx) = ctx {
-                    Context::take_back(ctx);
-                }
-                return self.deliver(answer);
+        if request.op == Some(op) && request.answer.is_some() {
+            // Before anything is taken: a refusal loses nothing.
+            Context::refuse_change_while_cloning();
+            request.op = None;
+            self.exchange.out.store(false, Ordering::Release);
+            let (answer, lent) = (request.answer.take(), request.ctx.take());
+            drop(request);
+            if let Some(answer) = answer {
+                return self.adopt(answer, lent);
             }
+            return Poll::Ready(Answer::gone(op));
         }
         if !request
             .consumer
@@ -378,7 +385,17 @@ impl<T> KeptStream<T> {
         Poll::Pending
     }
 
-    fn deliver(&self, answer: std::thread::Result<Answer<T>>) -> Poll<Answer<T>> {
+    /// Deliver an answer made in a loan of the consumer's context: the context's changes are
+    /// adopted first (the current context must be the one lent, else they are dropped), then the
+    /// answer is given, or the panic the stream raised is resumed.
+    fn adopt(
+        &self,
+        answer: std::thread::Result<Answer<T>>,
+        lent: Option<Context>,
+    ) -> Poll<Answer<T>> {
+        if let Some(lent) = lent {
+            Context::take_back(lent);
+        }
         match answer {
             Ok(answer) => Poll::Ready(answer),
             Err(payload) => resume_unwind(payload),

@@ -32,6 +32,17 @@ struct Table {
     free: Vec<usize>,
 }
 
+/// The values still kept when the thread exits (or a worker drops them) are user code: each is
+/// dropped on its own and a panic in its destructor is contained, since a panic in a
+/// thread-local's destructor aborts the process.
+impl Drop for Table {
+    fn drop(&mut self) {
+        for value in std::mem::take(&mut self.entries).into_iter().flatten() {
+            catch_quietly(move || drop(value));
+        }
+    }
+}
+
 /// This thread's key and table, in one thread-local: a handle used on its own thread checks the
 /// one and reaches the other in a single access.
 struct Local {
@@ -107,7 +118,7 @@ pub(crate) fn drop_kept() {
     let kept = LOCAL
         .try_with(|local| std::mem::take(&mut *local.table.borrow_mut()))
         .unwrap_or_default();
-    catch_quietly(move || drop(kept));
+    drop(kept);
 }
 
 /// What a kept value's thread does when its handle is dropped: take the value out of the table
