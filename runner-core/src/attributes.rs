@@ -11,10 +11,20 @@ use crate::error::{Elapsed, RunError};
 pub trait Output {
     /// The `T` of `fn() -> T`.
     type Output;
+
+    /// A value of type `T`, for the expansion's `if false { return <..>::declared() }`, which
+    /// fixes the output of the `async` block around the body to `T` before the body is checked,
+    /// so that a `return` of another type in the body is one error, at its value, as in an
+    /// `async fn`. Never called.
+    fn declared() -> Self::Output;
 }
 
 impl<T> Output for fn() -> T {
     type Output = T;
+
+    fn declared() -> T {
+        unreachable!("never called: it only gives the type of a `return` that never runs")
+    }
 }
 
 /// A `#[runner::main]` function's run failed. Ctrl-C ends the process as killed by SIGINT (the

@@ -407,26 +407,43 @@ fn expand(kind: Kind, mut func: ItemFn, config: &Config, shape: Shape) -> TokenS
             quote_spanned! {block.span()=> let body = async #block; }
         }
         output => {
-            let output = match output {
-                ReturnType::Default => quote!(()),
-                ReturnType::Type(_, ty) => ty.to_token_stream(),
+            // Where the type is declared: the type, or for `()` the function's name.
+            let (output, declared_at) = match output {
+                ReturnType::Default => (quote!(()), func.sig.ident.span()),
+                ReturnType::Type(_, ty) => (ty.to_token_stream(), ty.span()),
+            };
+            // The declared type, named through `fn() -> T`, which also names `!` on stable Rust.
+            let declared = quote_spanned! {block.span()=>
+                <fn() -> #output as #crate_path::__private::Output>::Output
+            };
+            // An `async` block has no declared output: it takes the type of its first `return`.
+            // So a `return` of the declared type that never runs comes first: a `return` of
+            // another type in the body is then one error, at its value, as in an `async fn`
+            // (else the block takes the body's type, and the mismatch surfaces twice: at the
+            // whole body and at the attribute), and `?` in the body knows the `Result` it returns
+            // into. It is spanned where the type is declared, since rustc's note "return type
+            // inferred to be `T` here" points at it.
+            let declared_return = quote_spanned! {declared_at=>
+                return <fn() -> #output as #crate_path::__private::Output>::declared();
             };
             // The body keeps the user's spans. Binding its value to a local of the declared
-            // type makes a type error point at the offending expression in the user's code (not
-            // at the whole body), and lets `?` infer a `Result` body's error type. The type is
-            // named through `fn() -> T`, which also names `!` on stable Rust. A body that
-            // diverges makes our `return` unreachable: that lint is allowed on our statement
-            // only, so the user's own lint levels hold for their code (the leading underscore
-            // keeps the binding from being reported as unused).
+            // type makes a type error in its tail point at the offending expression in the
+            // user's code (not at the whole body). A body that diverges makes our last `return`
+            // unreachable, and a declared `!` our first one: that lint is allowed on our
+            // statements only, so the user's own lint levels hold for their code (the leading
+            // underscore keeps the binding from being reported as unused).
             quote_spanned! {block.span()=>
                 let body = async {
+                    if false {
+                        #[allow(unreachable_code)]
+                        #declared_return
+                    }
                     #[allow(
                         clippy::diverging_sub_expression,
                         clippy::let_unit_value,
                         clippy::type_complexity
                     )]
-                    let __runner_output: <fn() -> #output as #crate_path::__private::Output>::Output =
-                        #block;
+                    let __runner_output: #declared = #block;
                     #[allow(unreachable_code, clippy::needless_return)]
                     return __runner_output;
                 };
