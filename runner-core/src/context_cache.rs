@@ -6,9 +6,9 @@
 //! the clone. Each slot remembers, for one variable, where its value is in the current context.
 //! Every slot is emptied whenever the current context changes: swapped (a task's poll begins or
 //! ends, `Context::run`), changed (`set`, `reset`) or dropped (the thread exits). So a filled
-//! slot points into the context that is current. (Slots used to carry the epoch they were
-//! filled at instead: emptying them costs a swap that used variables a few vector stores, and
-//! saves every hit a load and a compare.)
+//! slot points into the context that is current. (Slots could carry the epoch they were filled
+//! at instead; emptying them costs a swap that used variables a few vector stores, and saves
+//! every hit a load and a compare.)
 
 use std::cell::Cell;
 
