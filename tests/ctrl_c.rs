@@ -6,9 +6,20 @@
 //! In the child the scenario runs in `main`, on the process's main thread, where the runner
 //! handles SIGINT (Cargo's normal test harness runs tests on other threads).
 //!
+//! [`SCENARIOS`] is the list: each row names the test, the child's part, what the driver does
+//! (the lines it waits for, its pauses and its Ctrl-C presses) and what must hold at the end.
+//! Two more tests start an example server instead, talk to it over TCP, then press Ctrl-C.
+//!
 //! Timings are printed, never asserted closer than 10x their target: CI machines are noisy.
 
+// Off Unix the driver runs nothing, so the scenarios' steps and checks go unread.
+#![cfg_attr(not(unix), allow(dead_code))]
+
 use std::time::Duration;
+
+use Check::*;
+use Exit::*;
+use Step::*;
 
 const SCENARIO_VAR: &str = "RUNNER_CTRL_C_SCENARIO";
 
@@ -28,15 +39,387 @@ fn now_us() -> u128 {
 
 const LONG: Duration = Duration::from_secs(60);
 
+/// One test: a child process runs `child` on its main thread while the driver takes `steps`;
+/// then the child must exit as `exit` says, and every one of `checks` must hold.
+struct Scenario {
+    /// The test's name, and how the child finds its part.
+    name: &'static str,
+    /// What the child does.
+    child: fn(),
+    /// What the driver does to the child, in order.
+    steps: &'static [Step],
+    /// How the child must end, and what that means.
+    exit: (Exit, &'static str),
+    /// What its output must show, each with what it means.
+    checks: &'static [(Check, &'static str)],
+    /// A time from the last Ctrl-C press, printed and, with a target, checked.
+    timing: Option<Timing>,
+}
+
+/// What the driver does to the child.
+#[derive(Clone, Copy)]
+enum Step {
+    /// Wait (at most 20 s) for the next line starting with this.
+    Line(&'static str),
+    /// Let this many milliseconds pass.
+    Pause(u64),
+    /// Press Ctrl-C: SIGINT with the `kill` command, as a user's terminal would.
+    CtrlC,
+    /// The same with the kill(2) system call, whose send time is exact (for a latency).
+    CtrlCExact,
+    /// Fail, with this explanation, if the child has exited already.
+    StillRunning(&'static str),
+}
+
+/// How the child process ends.
+#[derive(Clone, Copy)]
+enum Exit {
+    /// Exit status 0.
+    Normally,
+    /// Killed by SIGINT (signal 2), as a program with no handler is.
+    KilledBySigint,
+    /// This exit status.
+    Status(i32),
+}
+
+/// A fact about the child's output.
+#[derive(Clone, Copy)]
+enum Check {
+    /// A line on stdout starts with this.
+    Printed(&'static str),
+    /// No line on stdout starts with this.
+    NotPrinted(&'static str),
+    /// Lines starting with each were printed, the first one's before the second one's.
+    Before(&'static str, &'static str),
+    /// Exactly `n` lines start with `starts` and end with `ends`.
+    Count {
+        n: usize,
+        starts: &'static str,
+        ends: &'static str,
+    },
+    /// Stderr contains this.
+    Stderr(&'static str),
+    /// Stderr does not contain this.
+    NotStderr(&'static str),
+}
+
+/// A time measured from the last Ctrl-C press: printed, and, with a `target`, checked to be
+/// within ten times it.
+#[derive(Clone, Copy)]
+struct Timing {
+    label: &'static str,
+    until: Until,
+    target: Option<Duration>,
+}
+
+/// Where a [`Timing`] ends.
+#[derive(Clone, Copy)]
+enum Until {
+    /// The child exited.
+    Exit,
+    /// The driver got the line the step `Line(prefix)` waited for.
+    Line(&'static str),
+    /// The child's clock ([`now_us`]) that ends the line starting with this.
+    Stamp(&'static str),
+}
+
+/// Wait for the child to be ready, then press Ctrl-C once.
+const ONE_CTRL_C: &[Step] = &[Line("ready"), CtrlC];
+
+const INTERRUPTED: &str = "run returned Err(Interrupted)";
+
+/// The tests. Each reads: the child's part; what the driver does (`steps`); then how the child
+/// must exit, what its output must show and, for some, how long it took.
+#[rustfmt::skip]
+static SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "r6_2_one_ctrl_c_runs_destructors_and_cleanup",
+        child: child::sleep_interrupted,
+        // Pause: let the loop go idle in its long sleep.
+        steps: &[Line("ready"), Pause(20), CtrlCExact, Line("destructor ran at ")],
+        exit: (Normally, "the process exits normally"),
+        checks: &[
+            (Before("destructor ran", INTERRUPTED), "run returned only after the destructor"),
+            (Before("deferred cleanup ran", INTERRUPTED),
+             "run returned only after the async cleanup"),
+        ],
+        timing: Some(Timing {
+            label: "R6.7 latency, SIGINT sent to the main task's destructor",
+            until: Until::Stamp("destructor ran at "),
+            target: Some(Duration::from_millis(10)),
+        }),
+    },
+    Scenario {
+        name: "r6_6_process_ends_killed_by_sigint",
+        child: child::sleep_interrupted_exit,
+        steps: ONE_CTRL_C,
+        exit: (KilledBySigint, "the process ends killed by SIGINT (signal 2)"),
+        checks: &[
+            (Printed("destructor ran"), "the destructor ran"),
+            (Printed("deferred cleanup ran"), "the async cleanup ran"),
+        ],
+        timing: None,
+    },
+    Scenario {
+        name: "r6_3_second_ctrl_c_ends_stuck_loop",
+        child: child::spin,
+        steps: &[
+            Line("ready"), CtrlC, Pause(300),
+            StillRunning("the first Ctrl-C changes nothing for a loop that never yields"),
+            CtrlC,
+        ],
+        exit: (KilledBySigint, "the second Ctrl-C ends the process as SIGINT would"),
+        checks: &[],
+        timing: Some(Timing {
+            label: "R6.3: second Ctrl-C to the end of a stuck process",
+            until: Until::Exit,
+            target: Some(Duration::from_millis(500)),
+        }),
+    },
+    Scenario {
+        name: "issue15_ctrl_c_runs_pool_cleanups_and_ends_killed",
+        child: child::pool_tasks_interrupted,
+        steps: ONE_CTRL_C,
+        exit: (KilledBySigint, "the process ends killed by SIGINT (signal 2)"),
+        checks: &[(
+            Count { n: 4, starts: "pool cleanup ", ends: " ran on runner-worker-" },
+            "all four pool tasks' cleanups ran, on workers",
+        )],
+        timing: None,
+    },
+    Scenario {
+        name: "issue15_second_ctrl_c_ends_stuck_worker",
+        child: child::pool_worker_spins,
+        steps: &[
+            Line("ready"), CtrlC, Pause(300),
+            StillRunning("close waits for the stuck pool task"),
+            CtrlC,
+        ],
+        exit: (KilledBySigint, "the second Ctrl-C ends the process as SIGINT would"),
+        checks: &[],
+        timing: Some(Timing {
+            label: "issue 15: second Ctrl-C with a worker stuck in a busy loop",
+            until: Until::Exit,
+            target: Some(Duration::from_millis(500)),
+        }),
+    },
+    Scenario {
+        name: "r6_3_second_ctrl_c_returns_from_hung_cleanup",
+        child: child::cleanup_hangs,
+        steps: &[
+            Line("ready"), CtrlC,
+            Line("cleanup started"), Pause(200), CtrlC,
+            Line(INTERRUPTED),
+        ],
+        exit: (Normally, "the process exits normally after run and close return"),
+        checks: &[
+            (Printed("closed"), "close returned"),
+            (Stderr("skipped"), "the skipped cleanup is named on stderr (never silently)"),
+        ],
+        timing: Some(Timing {
+            label: "R6.3: second Ctrl-C to run returning",
+            until: Until::Line(INTERRUPTED),
+            target: None,
+        }),
+    },
+    Scenario {
+        name: "r6_4_ctrl_c_after_run_has_default_effect",
+        child: child::after_run,
+        steps: ONE_CTRL_C,
+        exit: (KilledBySigint, "with no run in progress Ctrl-C kills the process"),
+        checks: &[(Printed("run returned Ok(1)"), "the earlier run succeeded")],
+        timing: None,
+    },
+    Scenario {
+        name: "r6_2_ctrl_c_during_the_first_poll_cancels_main_after_it",
+        child: child::ctrl_c_during_first_poll,
+        steps: ONE_CTRL_C,
+        exit: (Normally, "the process exits normally"),
+        checks: &[
+            (Before("first poll over", "destructor ran"),
+             "the first poll ended, then main was cancelled at its first await"),
+            (Before("destructor ran", INTERRUPTED), "run returned only after the destructor"),
+            (Before("deferred cleanup ran", INTERRUPTED),
+             "run returned only after the async cleanup"),
+        ],
+        timing: None,
+    },
+    Scenario {
+        name: "r6_1_programs_own_handler_wins",
+        child: child::own_handler,
+        steps: ONE_CTRL_C,
+        exit: (Normally, "the process exits normally"),
+        checks: &[
+            (Printed("own handler ran"), "the program's own handler ran"),
+            (Printed("main finished normally"), "the main task was not cancelled"),
+            (Printed("run returned Ok(())"), "run returned its value"),
+        ],
+        timing: None,
+    },
+    Scenario {
+        name: "r6_1_non_main_thread_not_intercepted",
+        child: child::non_main_thread,
+        steps: ONE_CTRL_C,
+        exit: (KilledBySigint, "Ctrl-C is not intercepted: default action"),
+        checks: &[(NotPrinted("destructor ran"), "the runner did not cancel its main task")],
+        timing: None,
+    },
+    Scenario {
+        name: "r6_5_ctrl_c_during_close_stops_waiting",
+        child: child::ctrl_c_during_close,
+        steps: ONE_CTRL_C,
+        exit: (Normally, "the process exits normally"),
+        checks: &[(
+            Printed("close returned; loop closed: true"),
+            "close stopped waiting and closed the loop",
+        )],
+        timing: None,
+    },
+    Scenario {
+        name: "r6_6_macro_main_ends_killed_by_sigint",
+        child: child::macro_main_interrupted::main,
+        steps: ONE_CTRL_C,
+        exit: (KilledBySigint, "#[runner::main] ends the process killed by SIGINT"),
+        checks: &[(Printed("deferred cleanup ran"), "after the async cleanup ran")],
+        timing: None,
+    },
+    // A run error other than Ctrl-C is a panic (as with `#[tokio::main]`), so that unwinding
+    // runs the caller's destructors: the process exits with Rust's panic status, 101.
+    Scenario {
+        name: "r9_1_macro_main_run_error_panics",
+        child: child::macro_main_cancelled::main,
+        steps: &[],
+        exit: (Status(101), "#[runner::main] panics on a run error (exit status 101)"),
+        checks: &[(
+            Stderr("#[runner::main] could not run `main`: the main task was cancelled"),
+            "with the run error's message",
+        )],
+        timing: None,
+    },
+    Scenario {
+        name: "issue11_1_second_ctrl_c_with_channel_pair_closes",
+        child: child::second_ctrl_c_channel_pair,
+        steps: &[Line("ready"), CtrlC, Line("cleanup started"), Pause(200), CtrlC],
+        exit: (Normally, "the process exited normally"),
+        checks: &[
+            (Printed(INTERRUPTED), "the second Ctrl-C made run return"),
+            (Printed("closed"), "close returned"),
+        ],
+        timing: None,
+    },
+    Scenario {
+        name: "issue11_8_ctrl_c_before_main_exists_is_a_first_one",
+        child: child::ctrl_c_before_main_exists,
+        steps: ONE_CTRL_C,
+        exit: (Normally, "the process exits normally"),
+        checks: &[
+            (Printed(INTERRUPTED), "run returned Interrupted"),
+            (NotPrinted("main ran"), "the main task was cancelled before its first poll"),
+            (Printed("leftover cleanup ran"),
+             "a single Ctrl-C is a first one: close waited for the leftover cleanup"),
+            (NotStderr("twice"), "a single Ctrl-C is a first one: nothing speaks of a second"),
+        ],
+        timing: None,
+    },
+    Scenario {
+        name: "issue11_8_ctrl_c_while_joining_stuck_thread_ends_killed",
+        child: child::macro_ctrl_c_while_joining_stuck_thread::main,
+        // Pause: main has returned; close is joining the stuck thread.
+        steps: &[Line("ready"), Pause(300), CtrlC],
+        exit: (KilledBySigint, "Ctrl-C during close ends #[runner::main] as killed by SIGINT"),
+        checks: &[],
+        timing: None,
+    },
+    Scenario {
+        name: "issue11_9_close_says_what_it_waits_for_and_timeout_bounds_it",
+        child: child::macro_stuck_thread_after_ctrl_c::main,
+        steps: ONE_CTRL_C,
+        exit: (KilledBySigint, "the process ends killed by SIGINT"),
+        checks: &[
+            (Stderr("runner: still closing after 1 s, waiting for:"),
+             "after a second, close says it still waits"),
+            (Stderr("a to_thread job started at tests/ctrl_c.rs:"), "close says what it waits for"),
+            (Stderr("press Ctrl-C again to exit at once"), "close says how to get out"),
+            (Stderr("did not finish joining its threads within 3 seconds"),
+             "shutdown_timeout = \"3s\" bounded the wait"),
+        ],
+        timing: None,
+    },
+    Scenario {
+        name: "issue11_9_second_ctrl_c_gets_out_of_a_stuck_join",
+        child: child::macro_stuck_thread_second_ctrl_c::main,
+        // Pause: past the notice close prints after a second.
+        steps: &[Line("ready"), CtrlC, Pause(1500), CtrlC],
+        exit: (KilledBySigint, "the second Ctrl-C ends the process as killed by SIGINT"),
+        checks: &[(Stderr("still closing after 1 s"), "the notice was printed before")],
+        timing: Some(Timing {
+            label: "second Ctrl-C to the end of the process",
+            until: Until::Exit,
+            target: None,
+        }),
+    },
+    Scenario {
+        name: "test_interrupt_call_soon",
+        child: child::test_interrupt_call_soon,
+        steps: ONE_CTRL_C,
+        exit: (Normally, "the process exits normally"),
+        checks: &[(Printed(INTERRUPTED), "run returned Interrupted")],
+        timing: None,
+    },
+    Scenario {
+        name: "test_interrupt_wait",
+        child: child::test_interrupt_wait,
+        steps: ONE_CTRL_C,
+        exit: (Normally, "the process exits normally"),
+        checks: &[(Printed(INTERRUPTED), "run returned Interrupted")],
+        timing: None,
+    },
+    Scenario {
+        name: "test_interrupt_cancelled_task",
+        child: child::test_interrupt_cancelled_task,
+        steps: ONE_CTRL_C,
+        exit: (Normally, "the process exits normally"),
+        checks: &[(Printed("run returned Err(Cancelled)"), "run returned Cancelled")],
+        timing: None,
+    },
+    #[cfg(target_os = "linux")]
+    Scenario {
+        name: "cold_start_no_ctrl_c_thread_until_a_loop_waits",
+        child: child::ctrl_c_thread_once_a_loop_waits,
+        steps: ONE_CTRL_C,
+        exit: (KilledBySigint, "after the runs, Ctrl-C ends the process as SIGINT would"),
+        checks: &[
+            (Printed("ctrl-c thread after a run that never waited: false"),
+             "a run that never waited started no Ctrl-C thread"),
+            (Printed("ctrl-c thread after a run that waited: true"),
+             "a run that waited started the Ctrl-C thread"),
+        ],
+        timing: None,
+    },
+];
+
 /// The scenarios, as run inside the child process.
 mod child {
     use std::cell::Cell;
+    use std::fmt::Debug;
+    use std::future::{Future, IntoFuture};
     use std::io::Write;
     use std::rc::Rc;
     use std::time::Duration;
 
-    use super::{now_us, LONG};
-    use runner::Runner;
+    use super::{now_us, LONG, SCENARIOS};
+    use runner::{RunError, Runner};
+
+    /// Run the scenario called `name`.
+    pub fn run(name: &str) {
+        match SCENARIOS.iter().find(|s| s.name == name) {
+            Some(scenario) => (scenario.child)(),
+            None => {
+                eprintln!("unknown scenario {name}");
+                std::process::exit(2);
+            }
+        }
+    }
 
     fn say(line: impl AsRef<str>) {
         let mut out = std::io::stdout().lock();
@@ -63,8 +446,57 @@ mod child {
         say("never: the sleep was not interrupted");
     }
 
+    /// Run `main` on `runner` and say what `run` returned; that result.
+    #[track_caller]
+    fn run_and_say<F>(runner: &Runner, main: F) -> Result<F::Output, RunError>
+    where
+        F: IntoFuture,
+        F::Output: Debug,
+    {
+        let result = runner.run(main);
+        say(format!("run returned {result:?}"));
+        result
+    }
+
+    /// Close `runner`, then end the process the way `#[runner::main]` does for `result`.
+    fn close_and_exit<T>(runner: Runner, result: Result<T, RunError>) {
+        runner.close();
+        if let Err(err) = result {
+            err.exit();
+        }
+    }
+
+    /// A busy loop with no scheduling point in it: it never returns.
+    fn spin_forever() {
+        let mut n = 0_u64;
+        loop {
+            n = std::hint::black_box(n.wrapping_add(1));
+        }
+    }
+
+    /// Say "ready", then wait for the SIGINT that kills the process.
+    fn wait_to_be_killed() {
+        say("ready");
+        std::thread::sleep(LONG);
+        say("never: the process should have been killed");
+    }
+
+    /// A first run on `runner` that leaves a task behind, asleep, with `cleanup` deferred in it:
+    /// close waits for that cleanup.
+    fn leave_task_with_cleanup(runner: &Runner, cleanup: impl Future<Output = ()> + 'static) {
+        runner
+            .run(async {
+                drop(runner::spawn(async move {
+                    let _cleanup = runner::defer(cleanup);
+                    runner::sleep(LONG).await;
+                }));
+                runner::yield_now().await;
+            })
+            .expect("the first run returns normally");
+    }
+
     /// R6.6 through the attribute: Ctrl-C, cleanup, then the process ends killed by SIGINT.
-    mod macro_main_interrupted {
+    pub mod macro_main_interrupted {
         #[runner::main]
         pub async fn main() {
             super::sleep_with_cleanup().await;
@@ -72,7 +504,7 @@ mod child {
     }
 
     /// A run error other than Interrupted panics with the message.
-    mod macro_main_cancelled {
+    pub mod macro_main_cancelled {
         #[runner::main]
         pub async fn main() {
             runner::current_task().expect("main is a task").cancel();
@@ -82,7 +514,7 @@ mod child {
 
     /// Issue 11, item 8: main returns while a `to_thread` job is stuck; Ctrl-C stops close's
     /// wait for it, and the process then ends as killed by SIGINT (not with status 0).
-    mod macro_ctrl_c_while_joining_stuck_thread {
+    pub mod macro_ctrl_c_while_joining_stuck_thread {
         #[runner::main]
         pub async fn main() {
             let (tx, rx) = async_channel::bounded(1);
@@ -97,7 +529,7 @@ mod child {
 
     /// Issue 11, item 9: after the first Ctrl-C, close waits for a stuck `to_thread` job. It says
     /// so after a second, and `shutdown_timeout` bounds the wait.
-    mod macro_stuck_thread_after_ctrl_c {
+    pub mod macro_stuck_thread_after_ctrl_c {
         #[runner::main(shutdown_timeout = "3s")]
         pub async fn main() {
             drop(runner::to_thread(|| std::thread::sleep(super::LONG)));
@@ -107,7 +539,7 @@ mod child {
     }
 
     /// The same with the default timeout (300 s): the second Ctrl-C gets out at once.
-    mod macro_stuck_thread_second_ctrl_c {
+    pub mod macro_stuck_thread_second_ctrl_c {
         #[runner::main]
         pub async fn main() {
             drop(runner::to_thread(|| std::thread::sleep(super::LONG)));
@@ -132,7 +564,7 @@ mod child {
     /// finishes: the first Ctrl-C starts it, the second makes `run` return; then close.
     fn run_with_hung_cleanup(setup: impl FnOnce()) {
         let runner = Runner::new();
-        let result = runner.run(async {
+        let _ = run_and_say(&runner, async {
             setup();
             let _cleanup = runner::defer(async {
                 say("cleanup started");
@@ -141,7 +573,6 @@ mod child {
             say("ready");
             runner::sleep(LONG).await;
         });
-        say(format!("run returned {result:?}"));
         runner.close();
         say("closed");
     }
@@ -149,9 +580,9 @@ mod child {
     /// A main future whose `into_future` is slow: Ctrl-C can arrive before the main task exists.
     struct SlowStart;
 
-    impl std::future::IntoFuture for SlowStart {
+    impl IntoFuture for SlowStart {
         type Output = ();
-        type IntoFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+        type IntoFuture = std::pin::Pin<Box<dyn Future<Output = ()>>>;
 
         fn into_future(self) -> Self::IntoFuture {
             say("ready: into_future is slow");
@@ -181,268 +612,222 @@ mod child {
         }
     }
 
-    pub fn run(name: &str) {
-        match name {
-            "macro_ctrl_c_while_joining_stuck_thread" => {
-                macro_ctrl_c_while_joining_stuck_thread::main()
-            }
-            "macro_stuck_thread_after_ctrl_c" => macro_stuck_thread_after_ctrl_c::main(),
-            "macro_stuck_thread_second_ctrl_c" => macro_stuck_thread_second_ctrl_c::main(),
-            // Issue 11, item 1: the second Ctrl-C with a channel pair on the loop and a cleanup
-            // that never finishes: run returns and close tears the pair down without deadlock.
-            "second_ctrl_c_channel_pair" => run_with_hung_cleanup(|| {
-                let (tx, rx) = async_channel::bounded::<u32>(1);
-                drop(runner::spawn(async move {
-                    let _tx = tx;
+    /// Issue 11, item 1: the second Ctrl-C with a channel pair on the loop and a cleanup that
+    /// never finishes: run returns and close tears the pair down without deadlock.
+    pub fn second_ctrl_c_channel_pair() {
+        run_with_hung_cleanup(|| {
+            let (tx, rx) = async_channel::bounded::<u32>(1);
+            drop(runner::spawn(async move {
+                let _tx = tx;
+                std::future::pending::<()>().await;
+            }));
+            drop(runner::spawn(async move {
+                let _ = rx.recv().await;
+            }));
+        });
+    }
+
+    /// Issue 11, item 8: one Ctrl-C before the main task exists is a first Ctrl-C: main is
+    /// cancelled, and close still waits for a leftover task's cleanup.
+    pub fn ctrl_c_before_main_exists() {
+        let runner = Runner::new();
+        leave_task_with_cleanup(&runner, async {
+            runner::sleep(Duration::from_millis(2)).await;
+            say("leftover cleanup ran");
+        });
+        let _ = run_and_say(&runner, SlowStart);
+        runner.close();
+        say("closed");
+    }
+
+    /// R6.2, R6.7: one Ctrl-C while main awaits a long sleep.
+    pub fn sleep_interrupted() {
+        let _ = run_and_say(&Runner::new(), sleep_with_cleanup());
+    }
+
+    /// R6.6: the same, ending the process the way #[runner::main] does.
+    pub fn sleep_interrupted_exit() {
+        let runner = Runner::new();
+        let result = run_and_say(&runner, sleep_with_cleanup());
+        close_and_exit(runner, result);
+    }
+
+    /// Issue 15: one Ctrl-C with pool tasks pending on two workers: close cancels them, their
+    /// async cleanups run on their workers, and the process ends killed by SIGINT.
+    pub fn pool_tasks_interrupted() {
+        let runner = Runner::builder().workers(2).build();
+        let result = runner.run(async {
+            for i in 0..4 {
+                drop(runner::spawn_send(async move {
+                    let _goodbye = PoolGoodbye(i);
                     std::future::pending::<()>().await;
                 }));
-                drop(runner::spawn(async move {
-                    let _ = rx.recv().await;
-                }));
-            }),
-            // Issue 11, item 8: one Ctrl-C before the main task exists is a first Ctrl-C: main
-            // is cancelled, and close still waits for a leftover task's cleanup.
-            "ctrl_c_before_main_exists" => {
-                let runner = Runner::new();
-                runner
-                    .run(async {
-                        drop(runner::spawn(async {
-                            let _cleanup = runner::defer(async {
-                                runner::sleep(Duration::from_millis(2)).await;
-                                say("leftover cleanup ran");
-                            });
-                            runner::sleep(LONG).await;
-                        }));
-                        runner::yield_now().await;
-                    })
-                    .expect("the first run returns normally");
-                let result = runner.run(SlowStart);
-                say(format!("run returned {result:?}"));
-                runner.close();
-                say("closed");
             }
-            "macro_main_interrupted" => macro_main_interrupted::main(),
-            "macro_main_cancelled" => macro_main_cancelled::main(),
-            // R6.2, R6.7: one Ctrl-C while main awaits a long sleep.
-            "sleep_interrupted" => {
-                let runner = Runner::new();
-                let result = runner.run(sleep_with_cleanup());
-                say(format!("run returned {result:?}"));
-            }
-            // R6.6: the same, ending the process the way #[runner::main] does.
-            "sleep_interrupted_exit" => {
-                let runner = Runner::new();
-                let result = runner.run(sleep_with_cleanup());
-                say(format!("run returned {result:?}"));
-                runner.close();
-                if let Err(err) = result {
-                    err.exit();
-                }
-            }
-            // Issue 15: one Ctrl-C with pool tasks pending on two workers: close cancels them,
-            // their async cleanups run on their workers, and the process ends killed by SIGINT.
-            "pool_tasks_interrupted" => {
-                let runner = Runner::builder().workers(2).build();
-                let result = runner.run(async {
-                    for i in 0..4 {
-                        drop(runner::spawn_send(async move {
-                            let _goodbye = PoolGoodbye(i);
-                            std::future::pending::<()>().await;
-                        }));
-                    }
-                    runner::sleep(Duration::from_millis(20)).await;
-                    say("ready");
-                    runner::sleep(LONG).await;
-                });
-                runner.close();
-                if let Err(err) = result {
-                    err.exit();
-                }
-            }
-            // Issue 15: a worker stuck in a busy loop; the first Ctrl-C cannot finish close
-            // (the stuck task never reaches a scheduling point), the second ends the process.
-            "pool_worker_spins" => {
-                let runner = Runner::builder().workers(2).build();
-                let result = runner.run(async {
-                    drop(runner::spawn_send(async {
-                        say("ready");
-                        let mut n = 0_u64;
-                        loop {
-                            n = std::hint::black_box(n.wrapping_add(1));
-                        }
-                    }));
-                    runner::sleep(LONG).await;
-                });
-                runner.close();
-                if let Err(err) = result {
-                    err.exit();
-                }
-            }
-            // R6.3: a main task that never awaits; the second Ctrl-C ends the process.
-            "spin" => {
-                let runner = Runner::new();
-                let _ = runner.run(async {
-                    say("ready");
-                    let mut n = 0_u64;
-                    loop {
-                        n = std::hint::black_box(n.wrapping_add(1));
-                    }
-                });
-                say("never: run cannot return from a loop that never yields");
-            }
-            // R6.3: a deferred cleanup that never finishes; the second Ctrl-C makes run return.
-            "cleanup_hangs" => run_with_hung_cleanup(|| ()),
-            // R6.4: after the run returned, Ctrl-C has its default effect.
-            "after_run" => {
-                let runner = Runner::new();
-                say(format!("run returned {:?}", runner.run(async { 1 })));
+            runner::sleep(Duration::from_millis(20)).await;
+            say("ready");
+            runner::sleep(LONG).await;
+        });
+        close_and_exit(runner, result);
+    }
+
+    /// Issue 15: a worker stuck in a busy loop; the first Ctrl-C cannot finish close (the stuck
+    /// task never reaches a scheduling point), the second ends the process.
+    pub fn pool_worker_spins() {
+        let runner = Runner::builder().workers(2).build();
+        let result = runner.run(async {
+            drop(runner::spawn_send(async {
                 say("ready");
-                std::thread::sleep(LONG);
-                say("never: the process should have been killed");
+                spin_forever();
+            }));
+            runner::sleep(LONG).await;
+        });
+        close_and_exit(runner, result);
+    }
+
+    /// R6.3: a main task that never awaits; the second Ctrl-C ends the process.
+    pub fn spin() {
+        let _ = Runner::new().run(async {
+            say("ready");
+            spin_forever();
+        });
+        say("never: run cannot return from a loop that never yields");
+    }
+
+    /// R6.3: a deferred cleanup that never finishes; the second Ctrl-C makes run return.
+    pub fn cleanup_hangs() {
+        run_with_hung_cleanup(|| ());
+    }
+
+    /// R6.4: after the run returned, Ctrl-C has its default effect.
+    pub fn after_run() {
+        let _ = run_and_say(&Runner::new(), async { 1 });
+        wait_to_be_killed();
+    }
+
+    /// R6.1: the program's own handler, installed first, wins; main is not cancelled.
+    pub fn own_handler() {
+        ctrlc::set_handler(|| say("own handler ran")).expect("install the program's handler");
+        let _ = run_and_say(&Runner::new(), async {
+            let _destructor = Destructor;
+            say("ready");
+            runner::sleep(Duration::from_millis(800)).await;
+            say("main finished normally");
+        });
+    }
+
+    /// R6.2 with the interim handler: the Ctrl-C comes while the main task's first poll still
+    /// runs, before the loop has ever waited; the poll ends, then main is cancelled.
+    pub fn ctrl_c_during_first_poll() {
+        let _ = run_and_say(&Runner::new(), async {
+            let _destructor = Destructor;
+            let _cleanup = runner::defer(async { say("deferred cleanup ran") });
+            say("ready");
+            let busy_until = std::time::Instant::now() + Duration::from_millis(1500);
+            while std::time::Instant::now() < busy_until {
+                std::hint::spin_loop();
             }
-            // R6.1: the program's own handler, installed first, wins; main is not cancelled.
-            "own_handler" => {
-                ctrlc::set_handler(|| say("own handler ran"))
-                    .expect("install the program's handler");
-                let runner = Runner::new();
-                let result = runner.run(async {
-                    let _destructor = Destructor;
-                    say("ready");
-                    runner::sleep(Duration::from_millis(800)).await;
-                    say("main finished normally");
-                });
-                say(format!("run returned {result:?}"));
+            say("first poll over");
+            runner::sleep(LONG).await;
+            say("never: the sleep was not interrupted");
+        });
+    }
+
+    /// Cold start: a run that never waits starts no Ctrl-C thread; one that waits does, and
+    /// after the runs Ctrl-C has its default effect (R6.4).
+    pub fn ctrl_c_thread_once_a_loop_waits() {
+        let runner = Runner::new();
+        runner.run(async { 1 }).expect("a run that never waits");
+        say(format!(
+            "ctrl-c thread after a run that never waited: {}",
+            has_thread("ctrl-c")
+        ));
+        runner
+            .run(runner::sleep(Duration::from_millis(1)))
+            .expect("a run that waits");
+        say(format!(
+            "ctrl-c thread after a run that waited: {}",
+            has_thread("ctrl-c")
+        ));
+        wait_to_be_killed();
+    }
+
+    /// R6.1: a runner off the main thread never intercepts Ctrl-C.
+    pub fn non_main_thread() {
+        let thread = std::thread::spawn(|| {
+            let _ = Runner::new().run(sleep_with_cleanup());
+        });
+        let _ = thread.join();
+        say("never: the process should have been killed");
+    }
+
+    /// R6.5: Ctrl-C during close stops the waiting; the loop is closed and close returns.
+    pub fn ctrl_c_during_close() {
+        let runner = Runner::new();
+        leave_task_with_cleanup(&runner, async {
+            say("ready: a leftover task's cleanup hangs in close");
+            std::future::pending::<()>().await;
+        });
+        let lp = runner.get_loop().expect("the loop exists");
+        runner.close();
+        say(format!("close returned; loop closed: {}", lp.is_closed()));
+    }
+
+    /// CPython test_interrupt_call_soon: main never waits on anything but yields.
+    pub fn test_interrupt_call_soon() {
+        let _ = run_and_say(&Runner::new(), async {
+            let _destructor = Destructor;
+            say("ready");
+            loop {
+                runner::yield_now().await;
             }
-            // R6.2 with the interim handler: the Ctrl-C comes while the main task's first poll
-            // still runs, before the loop has ever waited; the poll ends, then main is cancelled.
-            "ctrl_c_during_first_poll" => {
-                let runner = Runner::new();
-                let result = runner.run(async {
-                    let _destructor = Destructor;
-                    let _cleanup = runner::defer(async { say("deferred cleanup ran") });
-                    say("ready");
-                    let busy_until = std::time::Instant::now() + Duration::from_millis(1500);
-                    while std::time::Instant::now() < busy_until {
-                        std::hint::spin_loop();
-                    }
-                    say("first poll over");
-                    runner::sleep(LONG).await;
-                    say("never: the sleep was not interrupted");
-                });
-                say(format!("run returned {result:?}"));
-            }
-            // Cold start: a run that never waits starts no Ctrl-C thread; one that waits does,
-            // and after the runs Ctrl-C has its default effect (R6.4).
-            "ctrl_c_thread_once_a_loop_waits" => {
-                let runner = Runner::new();
-                runner.run(async { 1 }).expect("a run that never waits");
-                say(format!(
-                    "ctrl-c thread after a run that never waited: {}",
-                    has_thread("ctrl-c")
-                ));
-                runner
-                    .run(runner::sleep(Duration::from_millis(1)))
-                    .expect("a run that waits");
-                say(format!(
-                    "ctrl-c thread after a run that waited: {}",
-                    has_thread("ctrl-c")
-                ));
-                say("ready");
-                std::thread::sleep(LONG);
-                say("never: the process should have been killed");
-            }
-            // R6.1: a runner off the main thread never intercepts Ctrl-C.
-            "non_main_thread" => {
-                let thread = std::thread::spawn(|| {
-                    let runner = Runner::new();
-                    let _ = runner.run(sleep_with_cleanup());
-                });
-                let _ = thread.join();
-                say("never: the process should have been killed");
-            }
-            // R6.5: Ctrl-C during close stops the waiting; the loop is closed and close returns.
-            "ctrl_c_during_close" => {
-                let runner = Runner::new();
-                runner
-                    .run(async {
-                        drop(runner::spawn(async {
-                            let _cleanup = runner::defer(async {
-                                say("ready: a leftover task's cleanup hangs in close");
-                                std::future::pending::<()>().await;
-                            });
-                            runner::sleep(LONG).await;
-                        }));
-                        runner::yield_now().await;
-                    })
-                    .expect("main returns normally");
-                let lp = runner.get_loop().expect("the loop exists");
-                runner.close();
-                say(format!("close returned; loop closed: {}", lp.is_closed()));
-            }
-            // CPython test_interrupt_call_soon: main never waits on anything but yields.
-            "test_interrupt_call_soon" => {
-                let runner = Runner::new();
-                let result = runner.run(async {
-                    let _destructor = Destructor;
-                    say("ready");
-                    loop {
-                        runner::yield_now().await;
-                    }
-                });
-                say(format!("run returned {result:?}"));
-            }
-            // CPython test_interrupt_wait: main waits on a long sleep.
-            "test_interrupt_wait" => {
-                let runner = Runner::new();
-                let result = runner.run(async {
-                    say("ready");
-                    runner::sleep(Duration::from_secs(10)).await;
-                });
-                say(format!("run returned {result:?}"));
-            }
-            // CPython test_interrupt_cancelled_task: code cancels main too, so run returns
-            // Cancelled rather than Interrupted (R6.2).
-            "test_interrupt_cancelled_task" => {
-                let runner = Runner::new();
-                let result = runner.run(async {
-                    let main = runner::current_task().expect("main is a task");
-                    let code_cancelled = Rc::new(Cell::new(false));
-                    let flag = code_cancelled.clone();
-                    drop(runner::spawn(async move {
-                        while !main.is_cancel_requested() {
-                            runner::sleep(Duration::from_millis(1)).await;
-                        }
-                        main.cancel(); // code cancels the main task as well
-                        flag.set(true);
-                    }));
-                    let _cleanup = runner::defer(async move {
-                        while !code_cancelled.get() {
-                            runner::sleep(Duration::from_millis(1)).await;
-                        }
-                    });
-                    say("ready");
-                    runner::sleep(Duration::from_secs(10)).await;
-                });
-                say(format!("run returned {result:?}"));
-            }
-            other => {
-                eprintln!("unknown scenario {other}");
-                std::process::exit(2);
-            }
-        }
+        });
+    }
+
+    /// CPython test_interrupt_wait: main waits on a long sleep.
+    pub fn test_interrupt_wait() {
+        let _ = run_and_say(&Runner::new(), async {
+            say("ready");
+            runner::sleep(Duration::from_secs(10)).await;
+        });
+    }
+
+    /// CPython test_interrupt_cancelled_task: code cancels main too, so run returns Cancelled
+    /// rather than Interrupted (R6.2).
+    pub fn test_interrupt_cancelled_task() {
+        let _ = run_and_say(&Runner::new(), async {
+            let main = runner::current_task().expect("main is a task");
+            let code_cancelled = Rc::new(Cell::new(false));
+            let flag = code_cancelled.clone();
+            drop(runner::spawn(async move {
+                while !main.is_cancel_requested() {
+                    runner::sleep(Duration::from_millis(1)).await;
+                }
+                main.cancel(); // code cancels the main task as well
+                flag.set(true);
+            }));
+            let _cleanup = runner::defer(async move {
+                while !code_cancelled.get() {
+                    runner::sleep(Duration::from_millis(1)).await;
+                }
+            });
+            say("ready");
+            runner::sleep(Duration::from_secs(10)).await;
+        });
     }
 }
 
 #[cfg(unix)]
 mod driver {
-    use std::io::{BufRead, BufReader, Read};
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpStream;
     use std::os::unix::process::{CommandExt, ExitStatusExt};
     use std::process::{Command, ExitStatus, Stdio};
     use std::sync::mpsc;
     use std::time::{Duration, Instant};
 
-    use super::{now_us, SCENARIO_VAR};
+    use super::{now_us, Check, Exit, Scenario, Step, Timing, Until, SCENARIOS, SCENARIO_VAR};
 
+    /// The hang watchdog: how long the driver waits for a line, or for the child to exit.
     const WAIT: Duration = Duration::from_secs(20);
 
     struct Child {
@@ -561,8 +946,8 @@ mod driver {
             matches!(self.process.try_wait(), Ok(None))
         }
 
-        /// Wait for the child to exit; its status and everything it printed.
-        fn finish(mut self) -> Result<(ExitStatus, Vec<String>, String), String> {
+        /// Wait for the child to exit (killing it after [`WAIT`]); how it ended.
+        fn finish(mut self) -> Result<Outcome, String> {
             let deadline = Instant::now() + WAIT;
             let status = loop {
                 if let Some(status) = self.process.try_wait().map_err(|e| e.to_string())? {
@@ -578,250 +963,143 @@ mod driver {
                 std::thread::sleep(Duration::from_millis(2));
             };
             self.seen.extend(self.lines.iter());
-            let stderr = self.stderr.join().unwrap_or_default();
-            Ok((status, self.seen, stderr))
+            let err = self.stderr.join().unwrap_or_default();
+            Ok(Outcome {
+                status,
+                out: self.seen,
+                err,
+            })
         }
     }
 
-    fn check(ok: bool, what: &str, out: &[String], stderr: &str) -> Result<(), String> {
-        match ok {
-            true => Ok(()),
-            false => Err(format!("{what}\n    stdout: {out:?}\n    stderr: {stderr}")),
+    /// How a child ended: its exit status and what it printed.
+    struct Outcome {
+        status: ExitStatus,
+        out: Vec<String>,
+        err: String,
+    }
+
+    impl Outcome {
+        /// Ok if `ok`; otherwise an error saying `what` with the child's output.
+        fn check(&self, ok: bool, what: &str) -> Result<(), String> {
+            match ok {
+                true => Ok(()),
+                false => Err(format!(
+                    "{what}\n    stdout: {:?}\n    stderr: {}",
+                    self.out, self.err
+                )),
+            }
+        }
+
+        /// Where the first line starting with `prefix` is in stdout.
+        fn index_of(&self, prefix: &str) -> Option<usize> {
+            self.out.iter().position(|l| l.starts_with(prefix))
+        }
+
+        fn exited(&self, exit: Exit) -> bool {
+            match exit {
+                Exit::Normally => self.status.success(),
+                Exit::KilledBySigint => self.status.signal() == Some(libc::SIGINT),
+                Exit::Status(code) => self.status.code() == Some(code),
+            }
+        }
+
+        fn holds(&self, check: Check) -> bool {
+            match check {
+                Check::Printed(prefix) => self.index_of(prefix).is_some(),
+                Check::NotPrinted(prefix) => self.index_of(prefix).is_none(),
+                Check::Before(first, then) => {
+                    let (first, then) = (self.index_of(first), self.index_of(then));
+                    matches!((first, then), (Some(a), Some(b)) if a < b)
+                }
+                Check::Count { n, starts, ends } => {
+                    let matching = |l: &&String| l.starts_with(starts) && l.ends_with(ends);
+                    self.out.iter().filter(matching).count() == n
+                }
+                Check::Stderr(text) => self.err.contains(text),
+                Check::NotStderr(text) => !self.err.contains(text),
+            }
+        }
+
+        /// Check the exit, then each of `checks`.
+        fn verify(&self, exit: (Exit, &str), checks: &[(Check, &str)]) -> Result<(), String> {
+            self.check(self.exited(exit.0), exit.1)?;
+            checks
+                .iter()
+                .try_for_each(|&(check, what)| self.check(self.holds(check), what))
         }
     }
 
-    fn index_of(out: &[String], prefix: &str) -> Option<usize> {
-        out.iter().position(|l| l.starts_with(prefix))
-    }
-
-    fn killed_by_sigint(status: ExitStatus) -> bool {
-        status.signal() == Some(2)
-    }
-
-    /// One Ctrl-C while main sleeps: destructor, then async cleanup, then Interrupted. Prints
-    /// the R6.7 latency (SIGINT sent to destructor running).
-    fn sleep_interrupted() -> Result<(), String> {
-        let mut child = Child::start("sleep_interrupted")?;
-        child.expect_line("ready")?;
-        std::thread::sleep(Duration::from_millis(20)); // let the loop go idle in its long sleep
-        let sent = child.sigint_now()?;
-        let destructor = child.expect_line("destructor ran at ")?;
-        let ran: u128 = destructor
-            .trim_start_matches("destructor ran at ")
-            .parse()
-            .map_err(|e| format!("{e}"))?;
-        let latency_us = ran.saturating_sub(sent);
-        println!(
-            "    R6.7 latency, SIGINT sent to the main task's destructor: {:.3} ms",
-            latency_us as f64 / 1000.0
-        );
-        let (status, out, err) = child.finish()?;
-        check(status.success(), "the process exits normally", &out, &err)?;
-        let (d, c, r) = (
-            index_of(&out, "destructor ran"),
-            index_of(&out, "deferred cleanup ran"),
-            index_of(&out, "run returned Err(Interrupted)"),
-        );
-        check(
-            d.is_some() && c.is_some() && r.is_some(),
-            "destructor, cleanup and Interrupted all seen",
-            &out,
-            &err,
-        )?;
-        check(
-            d < r && c < r,
-            "run returned only after the destructor and the async cleanup",
-            &out,
-            &err,
-        )?;
-        check(
-            latency_us < 100_000,
-            "latency within 10x the 10 ms target",
-            &out,
-            &err,
-        )
-    }
-
-    fn sleep_interrupted_exit() -> Result<(), String> {
-        let (out, err) = one_ctrl_c_ends_killed(
-            "sleep_interrupted_exit",
-            "the process ends killed by SIGINT (signal 2)",
-        )?;
-        check(
-            index_of(&out, "destructor ran").is_some(),
-            "the destructor ran",
-            &out,
-            &err,
-        )?;
-        check(
-            index_of(&out, "deferred cleanup ran").is_some(),
-            "the async cleanup ran",
-            &out,
-            &err,
-        )
-    }
-
-    fn pool_tasks_interrupted() -> Result<(), String> {
-        let (out, err) = one_ctrl_c_ends_killed(
-            "pool_tasks_interrupted",
-            "the process ends killed by SIGINT (signal 2)",
-        )?;
-        let ran = out
-            .iter()
-            .filter(|l| l.starts_with("pool cleanup ") && l.ends_with(" ran on runner-worker-"))
-            .count();
-        check(
-            ran == 4,
-            "all four pool tasks' cleanups ran, on workers",
-            &out,
-            &err,
-        )
-    }
-
-    fn pool_worker_spins() -> Result<(), String> {
-        stuck_until_second_ctrl_c(
-            "pool_worker_spins",
-            "close waits for the stuck pool task",
-            "issue 15: second Ctrl-C with a worker stuck in a busy loop",
-        )
-    }
-
-    fn spin() -> Result<(), String> {
-        stuck_until_second_ctrl_c(
-            "spin",
-            "the first Ctrl-C changes nothing for a loop that never yields",
-            "R6.3: second Ctrl-C to the end of a stuck process",
-        )
-    }
-
-    /// A child whose `scenario` gets stuck in a poll: the first Ctrl-C cannot end it (`first`
-    /// says why), the second ends it as SIGINT would, within half a second (`timing` labels the
-    /// time printed; the check allows ten times that on a loaded machine).
-    fn stuck_until_second_ctrl_c(
-        scenario: &'static str,
-        first: &str,
-        timing: &str,
-    ) -> Result<(), String> {
-        let mut child = Child::start(scenario)?;
-        child.expect_line("ready")?;
-        child.sigint()?;
-        std::thread::sleep(Duration::from_millis(300));
-        if !child.still_running() {
-            let (_, out, err) = child.finish()?;
-            return check(false, first, &out, &err);
+    /// Start the child, take the scenario's steps, wait for the child to exit, then check it.
+    fn run_scenario(scenario: &Scenario) -> Result<(), String> {
+        let mut child = Child::start(scenario.name)?;
+        // The last Ctrl-C: when the driver pressed it, and the clock the child compares with.
+        let mut pressed: Option<(Instant, u128)> = None;
+        let mut lines_at: Vec<(&str, Instant)> = Vec::new();
+        for &step in scenario.steps {
+            match step {
+                Step::Line(prefix) => {
+                    child.expect_line(prefix)?;
+                    lines_at.push((prefix, Instant::now()));
+                }
+                Step::Pause(ms) => std::thread::sleep(Duration::from_millis(ms)),
+                Step::CtrlC => pressed = Some((Instant::now(), child.sigint()?)),
+                Step::CtrlCExact => pressed = Some((Instant::now(), child.sigint_now()?)),
+                Step::StillRunning(why) => {
+                    if !child.still_running() {
+                        return child.finish()?.check(false, why);
+                    }
+                }
+            }
         }
-        let second = Instant::now();
-        child.sigint()?;
-        let (status, out, err) = child.finish()?;
-        let took = second.elapsed();
-        println!(
-            "    {timing}: {:.0} ms (target < 500 ms)",
-            took.as_secs_f64() * 1000.0
-        );
-        check(
-            killed_by_sigint(status),
-            "the second Ctrl-C ends the process as SIGINT would",
-            &out,
-            &err,
-        )?;
-        check(
-            took < Duration::from_secs(5),
-            "within 10x the half-second target",
-            &out,
-            &err,
-        )
+        let outcome = child.finish()?;
+        let exited = Instant::now();
+        let Some(timing) = scenario.timing else {
+            return outcome.verify(scenario.exit, scenario.checks);
+        };
+        let took = measure(timing, pressed, &lines_at, exited, &outcome)?;
+        let target = timing.target.map_or(String::new(), |target| {
+            format!(" (target < {} ms)", target.as_millis())
+        });
+        let ms = took.as_secs_f64() * 1000.0;
+        println!("    {}: {ms:.3} ms{target}", timing.label);
+        outcome.verify(scenario.exit, scenario.checks)?;
+        match timing.target {
+            Some(target) => outcome.check(
+                took < target * 10,
+                &format!("{}: within 10x the {target:?} target", timing.label),
+            ),
+            None => Ok(()),
+        }
     }
 
-    fn cleanup_hangs() -> Result<(), String> {
-        let mut child = Child::start("cleanup_hangs")?;
-        child.expect_line("ready")?;
-        child.sigint()?;
-        child.expect_line("cleanup started")?;
-        std::thread::sleep(Duration::from_millis(200));
-        let second = Instant::now();
-        child.sigint()?;
-        child.expect_line("run returned Err(Interrupted)")?;
-        println!(
-            "    R6.3: second Ctrl-C to run returning: {:.1} ms",
-            second.elapsed().as_secs_f64() * 1000.0
-        );
-        let (status, out, err) = child.finish()?;
-        check(
-            status.success(),
-            "the process exits normally after run and close return",
-            &out,
-            &err,
-        )?;
-        check(
-            index_of(&out, "closed").is_some(),
-            "close returned",
-            &out,
-            &err,
-        )?;
-        check(
-            err.contains("skipped"),
-            "the skipped cleanup is named on stderr (never silently)",
-            &out,
-            &err,
-        )
-    }
-
-    fn after_run() -> Result<(), String> {
-        let (out, err) = one_ctrl_c_ends_killed(
-            "after_run",
-            "with no run in progress Ctrl-C kills the process",
-        )?;
-        check(
-            index_of(&out, "run returned Ok(1)").is_some(),
-            "the earlier run succeeded",
-            &out,
-            &err,
-        )
-    }
-
-    fn own_handler() -> Result<(), String> {
-        let (out, err) = one_ctrl_c_exits_normally("own_handler")?;
-        check(
-            index_of(&out, "own handler ran").is_some(),
-            "the program's own handler ran",
-            &out,
-            &err,
-        )?;
-        check(
-            index_of(&out, "main finished normally").is_some(),
-            "the main task was not cancelled",
-            &out,
-            &err,
-        )?;
-        check(
-            index_of(&out, "run returned Ok(())").is_some(),
-            "run returned its value",
-            &out,
-            &err,
-        )
-    }
-
-    fn non_main_thread() -> Result<(), String> {
-        let (out, err) = one_ctrl_c_ends_killed(
-            "non_main_thread",
-            "Ctrl-C is not intercepted: default action",
-        )?;
-        check(
-            index_of(&out, "destructor ran").is_none(),
-            "the runner did not cancel its main task",
-            &out,
-            &err,
-        )
-    }
-
-    fn ctrl_c_during_close() -> Result<(), String> {
-        let (out, err) = one_ctrl_c_exits_normally("ctrl_c_during_close")?;
-        check(
-            index_of(&out, "close returned; loop closed: true").is_some(),
-            "close stopped waiting and closed the loop",
-            &out,
-            &err,
-        )
+    /// The time from the last Ctrl-C press to where `timing` ends.
+    fn measure(
+        timing: Timing,
+        pressed: Option<(Instant, u128)>,
+        lines_at: &[(&str, Instant)],
+        exited: Instant,
+        outcome: &Outcome,
+    ) -> Result<Duration, String> {
+        let (at, sent_us) = pressed.ok_or("a timing needs a Ctrl-C press")?;
+        match timing.until {
+            Until::Exit => Ok(exited - at),
+            Until::Line(prefix) => lines_at
+                .iter()
+                .find(|(p, _)| *p == prefix)
+                .map(|&(_, seen)| seen - at)
+                .ok_or_else(|| format!("no step waited for {prefix:?}")),
+            Until::Stamp(prefix) => {
+                let line = outcome.out.iter().find(|l| l.starts_with(prefix));
+                let stamp = line.ok_or_else(|| format!("no line starting with {prefix:?}"))?;
+                let ran: u128 = stamp
+                    .trim_start_matches(prefix)
+                    .parse()
+                    .map_err(|e| format!("{stamp:?}: {e}"))?;
+                let us = u64::try_from(ran.saturating_sub(sent_us)).unwrap_or(u64::MAX);
+                Ok(Duration::from_micros(us))
+            }
+        }
     }
 
     /// The path of an example binary, built first if this run did not build it.
@@ -845,321 +1123,93 @@ mod driver {
         Ok(path)
     }
 
-    /// The graceful_shutdown example: echoes, says goodbye on Ctrl-C, ends killed by SIGINT.
-    fn example_graceful_shutdown() -> Result<(), String> {
-        use std::io::{Read, Write};
-        let mut command = Command::new(example("graceful_shutdown")?);
-        command.arg("0");
-        let mut child = Child::spawn("graceful_shutdown", command)?;
+    /// Start example `name` with `args` and wait for it to listen; the child and its address.
+    fn start_server(name: &'static str, args: &[&str]) -> Result<(Child, String), String> {
+        let mut command = Command::new(example(name)?);
+        command.args(args);
+        let mut child = Child::spawn(name, command)?;
         let listening = child.expect_line("listening on ")?;
         let addr = listening.trim_start_matches("listening on ").to_owned();
-        let mut client =
-            std::net::TcpStream::connect(&addr).map_err(|e| format!("connect {addr}: {e}"))?;
+        Ok((child, addr))
+    }
+
+    /// A connection to `addr` that has sent `request`; its reads give up after 10 s.
+    fn connect(addr: &str, request: &[u8]) -> Result<TcpStream, String> {
+        let mut client = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
         client
             .set_read_timeout(Some(Duration::from_secs(10)))
             .map_err(|e| e.to_string())?;
-        client.write_all(b"hello\n").map_err(|e| e.to_string())?;
+        client.write_all(request).map_err(|e| e.to_string())?;
+        Ok(client)
+    }
+
+    /// Everything the server sends `client` until it closes the connection.
+    fn read_rest(client: &mut TcpStream) -> Result<String, String> {
+        let mut rest = String::new();
+        client
+            .read_to_string(&mut rest)
+            .map_err(|e| format!("reading until the server closed: {e}"))?;
+        Ok(rest)
+    }
+
+    /// The graceful_shutdown example: echoes, says goodbye on Ctrl-C, ends killed by SIGINT.
+    fn example_graceful_shutdown() -> Result<(), String> {
+        let (mut child, addr) = start_server("graceful_shutdown", &["0"])?;
+        let mut client = connect(&addr, b"hello\n")?;
         let mut echo = [0_u8; 6];
         client
             .read_exact(&mut echo)
             .map_err(|e| format!("no echo: {e}"))?;
         child.expect_line("client ")?;
         child.sigint()?;
-        let mut rest = String::new();
-        client
-            .read_to_string(&mut rest)
-            .map_err(|e| format!("reading the goodbye: {e}"))?;
-        let (status, out, err) = child.finish()?;
-        check(
-            &echo == b"hello\n",
-            "the server echoed the line",
-            &out,
-            &err,
-        )?;
-        check(
+        let rest = read_rest(&mut client)?;
+        let outcome = child.finish()?;
+        outcome.check(&echo == b"hello\n", "the server echoed the line")?;
+        outcome.check(
             rest.contains("goodbye"),
             &format!("the client was told goodbye (got {rest:?})"),
-            &out,
-            &err,
         )?;
-        check(
-            killed_by_sigint(status),
-            "the server ends killed by SIGINT",
-            &out,
-            &err,
+        outcome.verify(
+            (Exit::KilledBySigint, "the server ends killed by SIGINT"),
+            &[],
         )
     }
 
     /// The http_server example: requests in flight when SIGINT arrives all get their response,
     /// the server drains its connections and ends killed by SIGINT.
     fn example_http_server_drains_in_flight() -> Result<(), String> {
-        use std::io::{Read, Write};
         const CLIENTS: usize = 4;
-        let mut command = Command::new(example("http_server")?);
-        command.args(["0", "10000"]);
-        let mut child = Child::spawn("http_server", command)?;
-        let listening = child.expect_line("listening on ")?;
-        let addr = listening.trim_start_matches("listening on ").to_owned();
-        let mut clients = Vec::new();
-        for _ in 0..CLIENTS {
-            let mut client =
-                std::net::TcpStream::connect(&addr).map_err(|e| format!("connect {addr}: {e}"))?;
-            client
-                .set_read_timeout(Some(Duration::from_secs(10)))
-                .map_err(|e| e.to_string())?;
-            client
-                .write_all(b"GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n")
-                .map_err(|e| e.to_string())?;
-            clients.push(client);
-        }
+        let (mut child, addr) = start_server("http_server", &["0", "10000"])?;
+        let mut clients = (0..CLIENTS)
+            .map(|_| connect(&addr, b"GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n"))
+            .collect::<Result<Vec<_>, _>>()?;
         for _ in 0..CLIENTS {
             child.expect_line("request started")?;
         }
         child.sigint()?;
-        let mut responses = Vec::new();
-        for mut client in clients {
-            let mut response = String::new();
-            client
-                .read_to_string(&mut response)
-                .map_err(|e| format!("reading a response: {e}"))?;
-            responses.push(response);
-        }
-        let (status, out, err) = child.finish()?;
+        let responses = clients
+            .iter_mut()
+            .map(read_rest)
+            .collect::<Result<Vec<_>, _>>()?;
+        let outcome = child.finish()?;
         let complete = responses
             .iter()
             .filter(|r| r.starts_with("HTTP/1.1 200 OK") && r.ends_with("hello\n"))
             .count();
-        check(
+        outcome.check(
             complete == CLIENTS,
             &format!("every request in flight got its response: {responses:?}"),
-            &out,
-            &err,
         )?;
-        check(
-            index_of(&out, &format!("draining {CLIENTS} connection(s)")).is_some()
-                && index_of(&out, "all connections drained").is_some(),
+        outcome.check(
+            outcome
+                .index_of(&format!("draining {CLIENTS} connection(s)"))
+                .is_some()
+                && outcome.index_of("all connections drained").is_some(),
             "the server drained its connections within the grace period",
-            &out,
-            &err,
         )?;
-        check(
-            killed_by_sigint(status),
-            "the server ends killed by SIGINT",
-            &out,
-            &err,
-        )
-    }
-
-    fn macro_main_interrupted() -> Result<(), String> {
-        let (out, err) = one_ctrl_c_ends_killed(
-            "macro_main_interrupted",
-            "#[runner::main] ends the process killed by SIGINT",
-        )?;
-        check(
-            index_of(&out, "deferred cleanup ran").is_some(),
-            "after the async cleanup ran",
-            &out,
-            &err,
-        )
-    }
-
-    /// A run error other than Ctrl-C is a panic (as with `#[tokio::main]`), so that unwinding
-    /// runs the caller's destructors: the process exits with Rust's panic status, 101.
-    fn macro_main_cancelled() -> Result<(), String> {
-        let child = Child::start("macro_main_cancelled")?;
-        let (status, out, err) = child.finish()?;
-        check(
-            status.code() == Some(101),
-            "#[runner::main] panics on a run error (exit status 101)",
-            &out,
-            &err,
-        )?;
-        check(
-            err.contains("#[runner::main] could not run `main`: the main task was cancelled"),
-            "with the run error's message",
-            &out,
-            &err,
-        )
-    }
-
-    /// Start `scenario`, send one SIGINT once it is ready, and check that it exits normally;
-    /// what it printed on stdout and stderr.
-    fn one_ctrl_c_exits_normally(scenario: &'static str) -> Result<(Vec<String>, String), String> {
-        let mut child = Child::start(scenario)?;
-        child.expect_line("ready")?;
-        child.sigint()?;
-        let (status, out, err) = child.finish()?;
-        check(status.success(), "the process exits normally", &out, &err)?;
-        Ok((out, err))
-    }
-
-    /// Start `scenario`, send one SIGINT once it is ready, and check that it ends killed by
-    /// SIGINT (`what` says why it should); what it printed on stdout and stderr.
-    fn one_ctrl_c_ends_killed(
-        scenario: &'static str,
-        what: &str,
-    ) -> Result<(Vec<String>, String), String> {
-        let mut child = Child::start(scenario)?;
-        child.expect_line("ready")?;
-        child.sigint()?;
-        let (status, out, err) = child.finish()?;
-        check(killed_by_sigint(status), what, &out, &err)?;
-        Ok((out, err))
-    }
-
-    fn interrupted(scenario: &'static str, expect: &str) -> Result<(), String> {
-        let (out, err) = one_ctrl_c_exits_normally(scenario)?;
-        check(
-            index_of(&out, expect).is_some(),
-            &format!("{expect:?} printed"),
-            &out,
-            &err,
-        )
-    }
-
-    fn ctrl_c_during_first_poll() -> Result<(), String> {
-        let (out, err) = one_ctrl_c_exits_normally("ctrl_c_during_first_poll")?;
-        let (p, d, c, r) = (
-            index_of(&out, "first poll over"),
-            index_of(&out, "destructor ran"),
-            index_of(&out, "deferred cleanup ran"),
-            index_of(&out, "run returned Err(Interrupted)"),
-        );
-        check(
-            p.is_some() && d.is_some() && c.is_some() && r.is_some(),
-            "the first poll ended, then the destructor, the cleanup and Interrupted",
-            &out,
-            &err,
-        )?;
-        check(
-            p < d && d < r && c < r,
-            "main was cancelled at its first await, and run returned after its cleanup",
-            &out,
-            &err,
-        )
-    }
-
-    fn ctrl_c_thread_once_a_loop_waits() -> Result<(), String> {
-        let (out, err) = one_ctrl_c_ends_killed(
-            "ctrl_c_thread_once_a_loop_waits",
-            "after the runs, Ctrl-C ends the process as SIGINT would",
-        )?;
-        check(
-            index_of(&out, "ctrl-c thread after a run that never waited: false").is_some(),
-            "a run that never waited started no Ctrl-C thread",
-            &out,
-            &err,
-        )?;
-        check(
-            index_of(&out, "ctrl-c thread after a run that waited: true").is_some(),
-            "a run that waited started the Ctrl-C thread",
-            &out,
-            &err,
-        )
-    }
-
-    fn second_ctrl_c_channel_pair() -> Result<(), String> {
-        let mut child = Child::start("second_ctrl_c_channel_pair")?;
-        child.expect_line("ready")?;
-        child.sigint()?;
-        child.expect_line("cleanup started")?;
-        std::thread::sleep(Duration::from_millis(200));
-        child.sigint()?;
-        let (status, out, err) = child.finish()?;
-        check(
-            index_of(&out, "run returned Err(Interrupted)").is_some(),
-            "the second Ctrl-C made run return",
-            &out,
-            &err,
-        )?;
-        check(
-            status.success() && index_of(&out, "closed").is_some(),
-            "close returned and the process exited normally",
-            &out,
-            &err,
-        )
-    }
-
-    fn ctrl_c_before_main_exists() -> Result<(), String> {
-        let (out, err) = one_ctrl_c_exits_normally("ctrl_c_before_main_exists")?;
-        check(
-            index_of(&out, "run returned Err(Interrupted)").is_some(),
-            "run returned Interrupted",
-            &out,
-            &err,
-        )?;
-        check(
-            index_of(&out, "main ran").is_none(),
-            "the main task was cancelled before its first poll",
-            &out,
-            &err,
-        )?;
-        check(
-            index_of(&out, "leftover cleanup ran").is_some() && !err.contains("twice"),
-            "a single Ctrl-C is a first one: close waited for the leftover cleanup",
-            &out,
-            &err,
-        )
-    }
-
-    fn macro_ctrl_c_while_joining_stuck_thread() -> Result<(), String> {
-        let mut child = Child::start("macro_ctrl_c_while_joining_stuck_thread")?;
-        child.expect_line("ready")?;
-        std::thread::sleep(Duration::from_millis(300)); // close is joining the stuck thread
-        child.sigint()?;
-        let (status, out, err) = child.finish()?;
-        check(
-            killed_by_sigint(status),
-            "Ctrl-C during close ends #[runner::main] as killed by SIGINT",
-            &out,
-            &err,
-        )
-    }
-
-    fn macro_stuck_thread_after_ctrl_c() -> Result<(), String> {
-        let (out, err) = one_ctrl_c_ends_killed(
-            "macro_stuck_thread_after_ctrl_c",
-            "the process ends killed by SIGINT",
-        )?;
-        check(
-            err.contains("runner: still closing after 1 s, waiting for:")
-                && err.contains("a to_thread job started at tests/ctrl_c.rs:")
-                && err.contains("press Ctrl-C again to exit at once"),
-            "after a second, close says what it waits for and how to get out",
-            &out,
-            &err,
-        )?;
-        check(
-            err.contains("did not finish joining its threads within 3 seconds"),
-            "shutdown_timeout = \"3s\" bounded the wait",
-            &out,
-            &err,
-        )
-    }
-
-    fn macro_stuck_thread_second_ctrl_c() -> Result<(), String> {
-        let mut child = Child::start("macro_stuck_thread_second_ctrl_c")?;
-        child.expect_line("ready")?;
-        child.sigint()?;
-        std::thread::sleep(Duration::from_millis(1500)); // past the notice
-        let second = Instant::now();
-        child.sigint()?;
-        let (status, out, err) = child.finish()?;
-        println!(
-            "    second Ctrl-C to the end of the process: {:.0} ms",
-            second.elapsed().as_secs_f64() * 1000.0
-        );
-        check(
-            killed_by_sigint(status),
-            "the second Ctrl-C ends the process as killed by SIGINT",
-            &out,
-            &err,
-        )?;
-        check(
-            err.contains("still closing after 1 s"),
-            "the notice was printed before",
-            &out,
-            &err,
+        outcome.verify(
+            (Exit::KilledBySigint, "the server ends killed by SIGINT"),
+            &[],
         )
     }
 
@@ -1168,84 +1218,18 @@ mod driver {
             .skip(1)
             .filter(|a| !a.starts_with('-'))
             .collect();
-        type Scenario = fn() -> Result<(), String>;
-        let mut tests: Vec<(&str, Scenario)> = vec![
-            (
-                "r6_2_one_ctrl_c_runs_destructors_and_cleanup",
-                sleep_interrupted,
-            ),
-            ("r6_6_process_ends_killed_by_sigint", sleep_interrupted_exit),
-            ("r6_3_second_ctrl_c_ends_stuck_loop", spin),
-            (
-                "issue15_ctrl_c_runs_pool_cleanups_and_ends_killed",
-                pool_tasks_interrupted,
-            ),
-            ("issue15_second_ctrl_c_ends_stuck_worker", pool_worker_spins),
-            (
-                "r6_3_second_ctrl_c_returns_from_hung_cleanup",
-                cleanup_hangs,
-            ),
-            ("r6_4_ctrl_c_after_run_has_default_effect", after_run),
-            (
-                "r6_2_ctrl_c_during_the_first_poll_cancels_main_after_it",
-                ctrl_c_during_first_poll,
-            ),
-            ("r6_1_programs_own_handler_wins", own_handler),
-            ("r6_1_non_main_thread_not_intercepted", non_main_thread),
-            (
-                "r6_5_ctrl_c_during_close_stops_waiting",
-                ctrl_c_during_close,
-            ),
-            (
-                "example_graceful_shutdown_says_goodbye",
-                example_graceful_shutdown,
-            ),
-            (
-                "example_http_server_drains_in_flight_requests",
-                example_http_server_drains_in_flight,
-            ),
-            (
-                "r6_6_macro_main_ends_killed_by_sigint",
-                macro_main_interrupted,
-            ),
-            ("r9_1_macro_main_run_error_panics", macro_main_cancelled),
-            (
-                "issue11_1_second_ctrl_c_with_channel_pair_closes",
-                second_ctrl_c_channel_pair,
-            ),
-            (
-                "issue11_8_ctrl_c_before_main_exists_is_a_first_one",
-                ctrl_c_before_main_exists,
-            ),
-            (
-                "issue11_8_ctrl_c_while_joining_stuck_thread_ends_killed",
-                macro_ctrl_c_while_joining_stuck_thread,
-            ),
-            (
-                "issue11_9_close_says_what_it_waits_for_and_timeout_bounds_it",
-                macro_stuck_thread_after_ctrl_c,
-            ),
-            (
-                "issue11_9_second_ctrl_c_gets_out_of_a_stuck_join",
-                macro_stuck_thread_second_ctrl_c,
-            ),
-            ("test_interrupt_call_soon", || {
-                interrupted("test_interrupt_call_soon", "run returned Err(Interrupted)")
-            }),
-            ("test_interrupt_wait", || {
-                interrupted("test_interrupt_wait", "run returned Err(Interrupted)")
-            }),
-            ("test_interrupt_cancelled_task", || {
-                interrupted(
-                    "test_interrupt_cancelled_task",
-                    "run returned Err(Cancelled)",
-                )
-            }),
-        ];
-        #[cfg(target_os = "linux")]
+        type Test = Box<dyn Fn() -> Result<(), String>>;
+        let mut tests: Vec<(&str, Test)> = SCENARIOS
+            .iter()
+            .map(|s| (s.name, Box::new(|| run_scenario(s)) as Test))
+            .collect();
         tests.push((
-            "cold_start_no_ctrl_c_thread_until_a_loop_waits",
-            ctrl_c_thread_once_a_loop_waits,
+            "example_graceful_shutdown_says_goodbye",
+            Box::new(example_graceful_shutdown),
+        ));
+        tests.push((
+            "example_http_server_drains_in_flight_requests",
+            Box::new(example_http_server_drains_in_flight),
         ));
         let (mut passed, mut failed) = (0, 0);
         println!(
