@@ -195,3 +195,46 @@ fn entry_point_inside_running_loop_child() {
     });
     println!("outer run returned {result:?}");
 }
+
+/// Issue 23, item 25: a test's `timeout` bounds the whole test, close included. The body drops a
+/// `to_thread` job that sleeps 8 s and returns at once; close would wait for the job (for the
+/// default shutdown timeout, 300 s). The test fails when its timeout runs out, saying that close
+/// overran and what it was waiting for, and pointing at the test's `timeout`.
+#[runner::test(timeout = "200ms")]
+#[ignore = "run by a_timeout_bounds_close_too in a child process"]
+async fn stuck_job_at_close() {
+    drop(runner::to_thread(|| {
+        std::thread::sleep(Duration::from_secs(8))
+    }));
+}
+
+#[test]
+fn a_timeout_bounds_close_too() {
+    let started = std::time::Instant::now();
+    let out = common::run_child("stuck_job_at_close", &[]);
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{}", common::text(&out));
+    assert!(
+        stderr.contains(
+            "test exceeded its timeout of 200ms: its body returned, then close waited for:"
+        ) && stderr.contains("a to_thread job started at tests/macros.rs:"),
+        "{}",
+        common::text(&out)
+    );
+    let line = include_str!("macros.rs")
+        .lines()
+        .position(|l| l.contains("#[runner::test(timeout = \"200ms\")]"))
+        .map(|i| i + 1)
+        .expect("the test's attribute is in this file");
+    assert!(
+        stderr.contains(&format!("panicked at tests/macros.rs:{line}:")),
+        "the failure points at the test's timeout (line {line}): {}",
+        common::text(&out)
+    );
+    // Not a speed check: the job sleeps 8 s, and the test must not have waited for it.
+    assert!(
+        took < Duration::from_secs(7),
+        "the test waited for the job: {took:?}"
+    );
+}

@@ -557,3 +557,29 @@ fn r1_3_closed_loop_refuses_run() {
         RunError::Closed
     );
 }
+
+/// Issue 23, item 17: `RUNNER_DEBUG` was read once per process. Python reads its environment
+/// each time a loop is made (`BaseEventLoop.__init__` calls `coroutines._is_debug_mode()`), so
+/// a change between two runs takes effect. Run in a child, whose environment the test changes.
+#[test]
+fn runner_debug_is_read_for_each_new_loop() {
+    let out = run_child("debug_per_loop_child", &[("RUNNER_DEBUG", None)]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("debug per loop: [false, true, false]"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+#[ignore = "run by runner_debug_is_read_for_each_new_loop in a child process"]
+fn debug_per_loop_child() {
+    let debug = || runner::run(async { get_running_loop().unwrap().debug() }).unwrap();
+    let mut seen = vec![debug()];
+    std::env::set_var("RUNNER_DEBUG", "1");
+    seen.push(debug());
+    std::env::remove_var("RUNNER_DEBUG");
+    seen.push(debug());
+    println!("debug per loop: {seen:?}");
+}

@@ -418,3 +418,191 @@ fn concurrent_wakeups_while_closing_lose_nothing() {
         assert_eq!((dropped, finished), (N, N));
     }
 }
+
+/// A runner on a recording loop with `shutdown_timeout`; runs `body`, closes, under the
+/// watchdog. The reports' messages, and the log `body` wrote to.
+fn close_after<F, Fut>(shutdown_timeout: Duration, body: F) -> (Vec<String>, Vec<String>)
+where
+    F: FnOnce(Rc<RefCell<Vec<String>>>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    finishes_within(WATCHDOG, move || {
+        let (lp, reports) = recording_loop();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let runner = Runner::builder()
+            .loop_factory(move || lp)
+            .executor_shutdown_timeout(shutdown_timeout)
+            .build();
+        runner.run(body(log.clone())).unwrap();
+        runner.close();
+        let log = log.borrow().clone();
+        (reports.messages(), log)
+    })
+}
+
+/// A task that runs until cancelled, logging its cancellation.
+async fn forever(log: Rc<RefCell<Vec<String>>>, name: &'static str) {
+    let _bye = common::LogOnDrop(log, format!("{name} cancelled"));
+    loop {
+        runner::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Issue 23, item 23: a `defer` in a task that close cancels, whose cleanup spawns a task and
+/// waits for it (a task that runs until cancelled). Close never ended: its rounds of
+/// cancelling waited for the whole first round before looking for new tasks. The task the
+/// cleanup spawned is cancelled in a further round, the cleanup ends, close ends.
+#[test]
+fn close_cancels_a_task_a_cancelled_tasks_cleanup_spawns_and_waits_for() {
+    let (reports, log) = close_after(Duration::from_secs(30), |log| async move {
+        drop(runner::spawn(async move {
+            let _cleanup = runner::defer(async move {
+                let helper = runner::spawn(forever(log.clone(), "helper"));
+                let ended = helper.await;
+                log.borrow_mut().push(format!(
+                    "cleanup saw cancelled: {}",
+                    ended.unwrap_err().is_cancelled()
+                ));
+            });
+            pending::<()>().await;
+        }));
+        runner::yield_now().await;
+    });
+    assert_eq!(log, ["helper cancelled", "cleanup saw cancelled: true"]);
+    assert_eq!(reports, Vec::<String>::new());
+}
+
+/// Issue 23, item 23: a generator closed at shutdown whose cleanup spawns a task and waits for
+/// it: `shutdown_asyncgens` cancelled nothing, so close never ended.
+#[test]
+fn close_cancels_a_task_a_generators_cleanup_spawns_at_shutdown_and_waits_for() {
+    let (reports, log) = close_after(Duration::from_secs(30), |log| async move {
+        let mut gen = runner::AsyncGen::new(move |y| async move {
+            let result = y.yield_(1).await;
+            let helper = runner::spawn(forever(log.clone(), "helper"));
+            let ended = helper.await;
+            log.borrow_mut().push(format!(
+                "close saw cancelled: {}",
+                ended.unwrap_err().is_cancelled()
+            ));
+            result
+        });
+        assert_eq!(gen.next().await, Some(1));
+        std::mem::forget(gen); // never dropped: only close's second step closes it
+    });
+    assert_eq!(log, ["helper cancelled", "close saw cancelled: true"]);
+    assert_eq!(reports, Vec::<String>::new());
+}
+
+/// Issue 23, item 23: a `finalize` cleanup that never ends. Close stops waiting for it after
+/// the shutdown timeout, reports which cleanup it cut short, and ends.
+#[test]
+fn close_cuts_short_a_cleanup_that_never_ends_and_names_it() {
+    let (reports, log) = close_after(Duration::from_millis(200), |log| async move {
+        let mut stream =
+            runner::finalize(futures_lite::stream::iter([1, 2]), move |_| async move {
+                let _dropped = common::LogOnDrop(log, "cleanup dropped unfinished".into());
+                pending::<()>().await;
+            });
+        // Iterated, so registered with the loop, and never dropped: close's second step
+        // closes it.
+        assert_eq!(futures_lite::StreamExt::next(&mut stream).await, Some(1));
+        std::mem::forget(stream);
+    });
+    assert_eq!(log, ["cleanup dropped unfinished"]);
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert!(
+        reports[0].starts_with("close stopped waiting after 0.2 s for:")
+            && reports[0]
+                .contains("the cleanup of <Finalized stream created at tests/shutdown.rs:"),
+        "{reports:?}"
+    );
+}
+
+/// Issue 23, item 24: a finalized stream dropped in `main` whose cleanup waits for a background
+/// task that runs until cancelled. `main` never returned and nothing was printed. As Python runs
+/// a generator's `aclose()` as a task of its own, the close no longer holds `main` once its
+/// future has returned: the run returns, close cancels the background task, and the cleanup ends.
+#[test]
+fn a_stream_dropped_in_main_whose_cleanup_waits_for_a_background_task_lets_the_program_end() {
+    let (reports, log) = close_after(Duration::from_secs(30), |log| async move {
+        let background = runner::spawn(forever(log.clone(), "background"));
+        runner::yield_now().await; // the background task is running
+        let l = log.clone();
+        let stream = runner::finalize(futures_lite::stream::iter([1]), move |_| async move {
+            let ended = background.await;
+            l.borrow_mut().push(format!(
+                "cleanup saw cancelled: {}",
+                ended.unwrap_err().is_cancelled()
+            ));
+        });
+        drop(stream);
+        log.borrow_mut().push("main returns".into());
+    });
+    assert_eq!(
+        log,
+        [
+            "main returns",
+            "background cancelled",
+            "cleanup saw cancelled: true"
+        ]
+    );
+    assert_eq!(reports, Vec::<String>::new());
+}
+
+/// Issue 23, item 24: the same with an `AsyncGen` dropped in `main`.
+#[test]
+fn a_generator_dropped_in_main_whose_close_waits_for_a_background_task_lets_the_program_end() {
+    let (reports, log) = close_after(Duration::from_secs(30), |log| async move {
+        let background = runner::spawn(forever(log.clone(), "background"));
+        runner::yield_now().await; // the background task is running
+        let l = log.clone();
+        let mut gen = runner::AsyncGen::new(move |y| async move {
+            let result = y.yield_(1).await;
+            let ended = background.await;
+            l.borrow_mut().push(format!(
+                "close saw cancelled: {}",
+                ended.unwrap_err().is_cancelled()
+            ));
+            result
+        });
+        assert_eq!(gen.next().await, Some(1));
+        drop(gen);
+        log.borrow_mut().push("main returns".into());
+    });
+    assert_eq!(
+        log,
+        [
+            "main returns",
+            "background cancelled",
+            "close saw cancelled: true"
+        ]
+    );
+    assert_eq!(reports, Vec::<String>::new());
+}
+
+/// Issue 23, item 24: `main`'s own `defer` cleanup is its `finally`, which the run waits for; a
+/// wait that lasts is never silent. A second after `main` returned, stderr says what it waits
+/// for. Run in a child process, whose stderr is read.
+#[test]
+fn main_waiting_for_its_deferred_cleanup_says_so_after_a_second() {
+    let out = run_child("main_waits_for_its_cleanup_child", &[]);
+    common::assert_child_printed(&out, &["run returned"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("runner: main returned 1 s ago and still runs its async cleanup")
+            && stderr.contains("the deferred cleanup created at tests/shutdown.rs:"),
+        "{}",
+        common::text(&out)
+    );
+}
+
+#[test]
+#[ignore = "run by main_waiting_for_its_deferred_cleanup_says_so_after_a_second"]
+fn main_waits_for_its_cleanup_child() {
+    runner::run(async {
+        let _finally = runner::defer(runner::sleep(Duration::from_millis(1500)));
+    })
+    .unwrap();
+    println!("run returned");
+}

@@ -50,7 +50,7 @@ use crate::error::{drop_quietly, AsyncGenError, GeneratorExit};
 use crate::kept_stream::{self, HomeStream, KeptStream};
 use crate::report::ExceptionContext;
 use crate::task::cleanup::{guarded, in_context};
-use crate::task::scope::{self, Cleanup, Closable};
+use crate::task::scope::{self, Cleanup, CleanupKind, Closable, What};
 
 type Body = Pin<Box<dyn Future<Output = Result<(), GeneratorExit>>>>;
 
@@ -62,6 +62,24 @@ struct Channel<T> {
     item: Cell<Option<T>>,
     closing: Cell<bool>,
     exit_delivered: Cell<bool>,
+    /// The body is being polled by the generator: a `yield_` awaited anywhere else (a task the
+    /// body spawned) could hand its item to no one.
+    in_body: Cell<bool>,
+}
+
+impl<T> Channel<T> {
+    /// Poll the body with `in_body` set (put back even if the poll unwinds).
+    fn poll_body(&self, body: &mut Body, cx: &mut Cx<'_>) -> Poll<Result<(), GeneratorExit>> {
+        struct Leave<'a>(&'a Cell<bool>);
+        impl Drop for Leave<'_> {
+            fn drop(&mut self) {
+                self.0.set(false);
+            }
+        }
+        self.in_body.set(true);
+        let _leave = Leave(&self.in_body);
+        body.as_mut().poll(cx)
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -116,10 +134,11 @@ impl<T: 'static> Closable for Core<T> {
                 }
             }
         };
-        let name = self.describe();
-        Some(guarded(in_context(self.ctx.clone(), closing), move || {
-            format!("closing {name}")
-        }))
+        let what = What {
+            kind: CleanupKind::CloseGenerator,
+            at: self.created_at,
+        };
+        Some(guarded(in_context(self.ctx.clone(), closing), what))
     }
 
     fn describe(&self) -> String {
@@ -139,7 +158,7 @@ impl<T: 'static> HomeStream for Core<T> {
         let Some(mut body) = self.body.take() else {
             return Poll::Ready(None);
         };
-        match catch_unwind(AssertUnwindSafe(|| body.as_mut().poll(cx))) {
+        match catch_unwind(AssertUnwindSafe(|| self.chan.poll_body(&mut body, cx))) {
             Ok(Poll::Pending) => {
                 self.body.set(Some(body));
                 match self.chan.item.take() {
@@ -173,13 +192,20 @@ impl<T: 'static> HomeStream for Core<T> {
     fn is_finished(&self) -> bool {
         self.state.get() == State::Finished
     }
+
+    fn is_clean(&self) -> bool {
+        let closing = self.closing.take();
+        let clean = closing.is_none() && self.is_finished();
+        self.closing.set(closing);
+        clean
+    }
 }
 
 /// Resume a suspended body with `Err(GeneratorExit)` and drive it to its end.
 async fn close_body<T>(mut body: Body, chan: Rc<Channel<T>>) -> Result<(), AsyncGenError> {
     chan.closing.set(true);
     poll_fn(
-        |cx| match catch_unwind(AssertUnwindSafe(|| body.as_mut().poll(cx))) {
+        |cx| match catch_unwind(AssertUnwindSafe(|| chan.poll_body(&mut body, cx))) {
             Ok(Poll::Ready(_)) => Poll::Ready(Ok(())),
             Ok(Poll::Pending) if chan.item.take().is_some() => {
                 Poll::Ready(Err(AsyncGenError::IgnoredExit))
@@ -215,6 +241,7 @@ impl<T: 'static> AsyncGen<T> {
             item: Cell::new(None),
             closing: Cell::new(false),
             exit_delivered: Cell::new(false),
+            in_body: Cell::new(false),
         });
         let body: Body = Box::pin(body(Yielder { chan: chan.clone() }));
         let created_at = Location::caller();
@@ -226,8 +253,12 @@ impl<T: 'static> AsyncGen<T> {
             created_at,
             ctx: Context::current(),
         };
+        let what = What {
+            kind: CleanupKind::CloseGenerator,
+            at: created_at,
+        };
         AsyncGen {
-            stream: KeptStream::new(core, "AsyncGen", created_at),
+            stream: KeptStream::new(core, "AsyncGen", what),
         }
     }
 
@@ -274,14 +305,30 @@ pub struct Yielder<T> {
 impl<T> Yielder<T> {
     /// Hand `value` to the consumer and wait until it asks for the next one. Returns
     /// `Err(GeneratorExit)` instead when the generator is being closed: return it.
+    ///
+    /// # Panics
+    /// When awaited outside the generator's own body (in a task the body spawned, say), or
+    /// while another `yield_` of the same generator is pending (two awaited at once): either
+    /// would hand an item to no one. Python's generators cannot get into either state.
     pub async fn yield_(&self, value: T) -> Result<(), GeneratorExit> {
         let chan = &self.chan;
+        chan.check_in_body();
         if chan.closing.get() && !chan.exit_delivered.replace(true) {
             return Err(GeneratorExit);
+        }
+        let pending = chan.item.take();
+        if pending.is_some() {
+            chan.item.set(pending);
+            panic!(
+                "yield_ was called while another yield_ of the same generator was pending (two \
+                 awaited at once, with join or zip): await each yield_ before the next, since \
+                 the consumer takes one item at a time"
+            );
         }
         chan.item.set(Some(value));
         let mut suspended = false;
         poll_fn(|_| {
+            chan.check_in_body();
             if !suspended {
                 suspended = true;
                 return Poll::Pending; // the consumer takes the item and polls again for the next
@@ -294,6 +341,19 @@ impl<T> Yielder<T> {
             }
         })
         .await
+    }
+}
+
+impl<T> Channel<T> {
+    /// Refuse a `yield_` polled outside the body's own polls.
+    fn check_in_body(&self) {
+        if !self.in_body.get() {
+            panic!(
+                "Yielder::yield_ must be awaited by the generator's own body, not by a task it \
+                 spawned or a future polled elsewhere: its item would reach no consumer; yield \
+                 from the body, and send values from other tasks to it with a channel"
+            );
+        }
     }
 }
 

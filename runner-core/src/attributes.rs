@@ -1,9 +1,13 @@
 //! What the code `#[runner::main]` and `#[runner::test]` expand to calls. Not part of the API:
 //! reached through `runner_core::__private`, and free to change with the attributes.
 
+use std::future::IntoFuture;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use crate::error::{Elapsed, RunError};
+use crate::runner_options::RunnerBuilder;
+use crate::time::timeout;
 
 /// Names a function's declared return type `T` as `<fn() -> T as Output>::Output`, which works
 /// for `!` on stable Rust too: the expansion binds the body's value to a local of that type, so
@@ -44,9 +48,10 @@ pub fn test_failed(error: RunError) -> ! {
     panic!("#[runner::test] could not run the test: {error}")
 }
 
-/// A test's `timeout`: raced against the body while it runs, and checked again when the run
-/// returns, since a body that blocks without yielding cannot be stopped in the middle. The
-/// expansion calls `check` spanned at the test's `timeout = ".."`, so a failure points there.
+/// A test's `timeout`: raced against the body while it runs, checked again when the run returns
+/// (a body that blocks without yielding cannot be stopped in the middle), and the runner's close
+/// gets what is left of it (R9.2: the timeout bounds the whole test). The expansion calls
+/// `check` spanned at the test's `timeout = ".."`, so a failure points there.
 #[derive(Debug)]
 pub struct TestTimeout {
     limit: Duration,
@@ -69,9 +74,34 @@ impl TestTimeout {
         self.limit
     }
 
-    /// The body's value, or the test's failure if the body ran out of time.
+    /// Run `body` on a runner `builder` builds, for at most the timeout, then close the runner
+    /// within what is left of it.
     #[track_caller]
-    pub fn check<T>(&self, result: Result<T, Elapsed>) -> T {
+    pub fn run<F: IntoFuture>(&self, builder: RunnerBuilder, body: F) -> TestRun<F::Output> {
+        let runner = builder.build();
+        let ran = catch_unwind(AssertUnwindSafe(|| runner.run(timeout(self.limit, body))));
+        let cut_short = runner.close_by(self.started + self.limit);
+        match ran {
+            Ok(result) => TestRun { result, cut_short },
+            Err(payload) => resume_unwind(payload),
+        }
+    }
+
+    /// The body's value, or the test's failure: the run could not be made, or the test ran
+    /// out of time in its body or in the close after it.
+    #[track_caller]
+    pub fn check<T>(&self, run: TestRun<T>) -> T {
+        let result = match run.result {
+            Ok(result) => result,
+            Err(error) => test_failed(error),
+        };
+        if result.is_ok() && !run.cut_short.is_empty() {
+            panic!(
+                "test exceeded its timeout of {}: its body returned, then close waited for: {}",
+                self.text,
+                run.cut_short.join("; ")
+            );
+        }
         let took = self.started.elapsed();
         match result {
             Err(Elapsed) => panic!("test exceeded its timeout of {}", self.text),
@@ -84,4 +114,12 @@ impl TestTimeout {
             Ok(value) => value,
         }
     }
+}
+
+/// How a test with a timeout ran: the body's value (or `Elapsed`), and what close stopped
+/// waiting for when the timeout ran out.
+#[derive(Debug)]
+pub struct TestRun<T> {
+    result: Result<Result<T, Elapsed>, RunError>,
+    cut_short: Vec<String>,
 }

@@ -26,6 +26,8 @@ use futures_lite::FutureExt;
 
 use crate::header::{Header, Runnable};
 use crate::lock::lock;
+use crate::post::{Post, ReportTo};
+use crate::refused::drop_refused;
 
 /// A `Send` handle to a loop's pool. Once the pool is shut down, jobs are cancelled at once.
 #[derive(Clone)]
@@ -62,6 +64,8 @@ impl BlockingHandle {
 
 /// The loop's side: the pool, created on first use.
 pub(crate) struct DefaultExecutor {
+    /// The loop, where the pool's threads send the reports made on them.
+    owner: Arc<dyn Post>,
     /// `None`: the default, `min(cores + 4, 32)`, worked out when the pool starts (reading the
     /// cores costs a cold process about 30 µs of cgroup file reads, which a loop that never
     /// uses the pool should not pay).
@@ -71,8 +75,9 @@ pub(crate) struct DefaultExecutor {
 }
 
 impl DefaultExecutor {
-    pub(crate) fn new(max_threads: Option<usize>) -> Self {
+    pub(crate) fn new(max_threads: Option<usize>, owner: Arc<dyn Post>) -> Self {
         DefaultExecutor {
+            owner,
             max_threads,
             pool: RefCell::new(None),
             shutdown_called: Cell::new(false),
@@ -101,7 +106,7 @@ impl DefaultExecutor {
             .borrow_mut()
             .get_or_insert_with(|| {
                 let max_threads = self.max_threads.unwrap_or_else(|| (cores() + 4).min(32));
-                Arc::new(Pool::new(max_threads))
+                Arc::new(Pool::new(max_threads, self.owner.clone()))
             })
             .clone();
         BlockingHandle(pool)
@@ -180,6 +185,8 @@ struct Pool {
     work: Condvar,
     exited: Event,
     max_threads: usize,
+    /// The loop: reports made on the pool's threads go there.
+    owner: Arc<dyn Post>,
 }
 
 #[derive(Default)]
@@ -209,12 +216,13 @@ impl Drop for BusyGuard<'_> {
 }
 
 impl Pool {
-    fn new(max_threads: usize) -> Self {
+    fn new(max_threads: usize, owner: Arc<dyn Post>) -> Self {
         Pool {
             state: Mutex::default(),
             work: Condvar::new(),
             exited: Event::new(),
             max_threads,
+            owner,
         }
     }
 
@@ -234,7 +242,10 @@ impl Pool {
     fn submit(self: &Arc<Self>, job: Runnable) {
         let mut state = self.lock();
         if state.shutdown {
-            // Dropping the runnable cancels its task: the awaiter sees `Cancelled`.
+            // Dropping the runnable cancels its task: the awaiter sees `Cancelled`. Outside the
+            // lock, and not inside another such drop (see `refused`).
+            drop(state);
+            drop_refused(Box::new(job));
             return;
         }
         state.queue.push_back(job);
@@ -257,6 +268,7 @@ impl Pool {
     }
 
     fn work_loop(&self) {
+        let _report_to = ReportTo::enter(self.owner.clone());
         let mut state = self.lock();
         loop {
             if let Some(job) = state.queue.pop_front() {

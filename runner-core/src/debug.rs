@@ -22,11 +22,10 @@
 
 /// True when `RUNNER_DEBUG` is set to something other than empty or `0`.
 ///
-/// Read once, by the first loop a process builds, as Python reads `PYTHONASYNCIODEBUG` from the
-/// environment it started with: looking the variable up cost a fifteenth of a whole
-/// `runner::run(async { 1 })` (callgrind: 530 of 7,700 instructions).
+/// Read by every loop built without a `debug` setting, as CPython's `BaseEventLoop.__init__`
+/// calls `coroutines._is_debug_mode()`, which reads `os.environ` each time: a change between two
+/// runs takes effect. (A lookup costs about 530 instructions, a fifteenth of a whole
+/// `runner::run(async { 1 })`.)
 pub(crate) fn enabled_by_env() -> bool {
-    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ENABLED
-        .get_or_init(|| std::env::var_os("RUNNER_DEBUG").is_some_and(|v| !v.is_empty() && v != "0"))
+    std::env::var_os("RUNNER_DEBUG").is_some_and(|v| !v.is_empty() && v != "0")
 }

@@ -33,9 +33,9 @@ use std::future::Future;
 use std::panic::Location;
 
 use crate::context::Context;
-use crate::report::source_location;
 use crate::task::bound::BoundCleanup;
 use crate::task::cleanup::{guarded, in_context};
+use crate::task::scope::{CleanupKind, What};
 
 /// Run `cleanup` when the returned guard is dropped, as part of the current task.
 ///
@@ -46,12 +46,13 @@ use crate::task::cleanup::{guarded, in_context};
 /// another thread sends it home, and the task that dropped the guard ends only after it has run.
 #[track_caller]
 pub fn defer<F: Future<Output = ()> + 'static>(cleanup: F) -> Defer {
-    let at = Location::caller();
-    let cleanup = guarded(in_context(Context::current(), cleanup), move || {
-        format!("deferred cleanup created at {}", source_location(at))
-    });
+    let what = What {
+        kind: CleanupKind::Defer,
+        at: Location::caller(),
+    };
+    let cleanup = guarded(in_context(Context::current(), cleanup), what);
     Defer {
-        cleanup: Some(BoundCleanup::new(cleanup, at)),
+        cleanup: Some(BoundCleanup::new(cleanup)),
     }
 }
 

@@ -13,7 +13,7 @@ use futures_core::Stream;
 use crate::context::Context;
 use crate::kept_stream::{self, HomeStream, KeptStream};
 use crate::task::cleanup::{guarded, in_context};
-use crate::task::scope::{Cleanup, Closable};
+use crate::task::scope::{Cleanup, CleanupKind, Closable, What};
 
 /// Attach an async cleanup to any stream: `cleanup(stream)` runs exactly once, when the returned
 /// stream is dropped (exhausted or not) or when `shutdown_asyncgens` closes it.
@@ -58,13 +58,17 @@ where
         created_at,
         ctx: Context::current(),
     };
+    let what = What {
+        kind: CleanupKind::CloseStream,
+        at: created_at,
+    };
     Finalized {
-        stream: KeptStream::new(core, "Finalized stream", created_at),
+        stream: KeptStream::new(core, "Finalized stream", what),
     }
 }
 
 /// The stream's cleanup, erased to a boxed future.
-type CloseFn<S> = Box<dyn FnOnce(S) -> Cleanup>;
+type CloseFn<S> = Box<dyn FnOnce(S) -> Pin<Box<dyn Future<Output = ()>>>>;
 
 /// The stream and its cleanup, kept on the thread that made them.
 struct FinCore<S> {
@@ -76,11 +80,11 @@ struct FinCore<S> {
 impl<S: 'static> Closable for FinCore<S> {
     fn close_now(&self) -> Option<Cleanup> {
         let (stream, close) = self.parts.borrow_mut().take()?;
-        let name = self.describe();
-        Some(guarded(
-            in_context(self.ctx.clone(), close(stream)),
-            move || format!("cleanup of {name}"),
-        ))
+        let what = What {
+            kind: CleanupKind::CloseStream,
+            at: self.created_at,
+        };
+        Some(guarded(in_context(self.ctx.clone(), close(stream)), what))
     }
 
     fn describe(&self) -> String {

@@ -6,7 +6,7 @@ use std::any::Any;
 use std::fmt;
 use std::panic::Location;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Wake, Waker};
 
@@ -33,6 +33,9 @@ pub(crate) const DETACHED: u8 = 8;
 pub(crate) const CANCELLED_BY_CODE: u8 = 16;
 /// Someone waits on `finished`: only then does finishing notify (notifying allocates).
 const LISTENED: u8 = 32;
+/// The future has returned a value (not cancelled, not panicked); the task may still be running
+/// the async cleanups it left.
+pub(crate) const RETURNED: u8 = 64;
 
 static NEXT_TASK_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -46,6 +49,9 @@ pub(crate) struct Header {
     /// A panic waiting to be retrieved by whoever awaits the task.
     panic: Mutex<Option<Box<dyn Any + Send>>>,
     finished: Event,
+    /// A pool task's future is being polled (a plain store around each such poll): a task close
+    /// waits for in vain is then named as stuck inside one poll.
+    polling: AtomicBool,
     /// The loop the task belongs to: where reports made off its thread are posted.
     pub(crate) owner: Arc<dyn Post>,
 }
@@ -63,6 +69,7 @@ impl Header {
             state: AtomicU8::new(0),
             panic: Mutex::new(None),
             finished: Event::new(),
+            polling: AtomicBool::new(false),
             owner,
         }
     }
@@ -96,6 +103,17 @@ impl Header {
     pub(crate) fn store_panic(&self, payload: Box<dyn Any + Send>) -> bool {
         *lock(&self.panic) = Some(payload);
         self.set(PANICKED) & DETACHED != 0
+    }
+
+    /// The task's future is polled from now (`true`), or no longer.
+    #[inline]
+    pub(crate) fn set_polling(&self, polling: bool) {
+        self.polling.store(polling, Ordering::Release);
+    }
+
+    /// True while a pool task's future is being polled.
+    pub(crate) fn is_polling(&self) -> bool {
+        self.polling.load(Ordering::Acquire)
     }
 
     pub(crate) fn finish(&self) {

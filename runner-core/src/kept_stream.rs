@@ -23,7 +23,7 @@ use crate::lock::lock;
 use crate::report::{source_location, write_stderr};
 use crate::task::bound::{self, Kept};
 use crate::task::cleanup::register_closable;
-use crate::task::scope::{Cleanup, Closable, Scope};
+use crate::task::scope::{Cleanup, Closable, Scope, What};
 
 /// What a kept stream does, on its thread.
 pub(crate) trait HomeStream: Closable + 'static {
@@ -39,6 +39,11 @@ pub(crate) trait HomeStream: Closable + 'static {
 
     /// True once it has finished or was closed.
     fn is_finished(&self) -> bool;
+
+    /// True once it has no cleanup left to run: finished, and no close left half done.
+    fn is_clean(&self) -> bool {
+        self.is_finished()
+    }
 }
 
 /// What a consumer asks of the stream.
@@ -70,6 +75,8 @@ struct Exchange<T> {
     out: AtomicBool,
     /// Mirrors the stream's `is_finished`, for a handle elsewhere.
     finished: AtomicBool,
+    /// Mirrors the stream's `is_clean`: a handle dropped elsewhere has nothing to ask for.
+    clean: AtomicBool,
     request: Mutex<Request<T>>,
 }
 
@@ -130,13 +137,17 @@ impl<S: HomeStream> Drop for MirrorFinished<'_, S> {
     fn drop(&mut self) {
         let finished = self.0.stream.is_finished();
         self.0.exchange.finished.store(finished, Ordering::Release);
+        let clean = self.0.stream.is_clean();
+        self.0.exchange.clean.store(clean, Ordering::Release);
     }
 }
 
 impl<S: HomeStream> Closable for Home<S> {
     fn close_now(&self) -> Option<Cleanup> {
         let cleanup = self.stream.close_now();
+        // The cleanup is handed over (or there was none): nothing is left for a handle to do.
         self.exchange.finished.store(true, Ordering::Release);
+        self.exchange.clean.store(true, Ordering::Release);
         cleanup
     }
 
@@ -225,7 +236,10 @@ pub(crate) struct KeptStream<T> {
     next_here: NextHere<T>,
     pump: fn(usize),
     finish: bound::Finish,
+    discard: fn(&Kept),
     kind: &'static str,
+    /// The cleanup a dropped handle schedules.
+    what: What,
     made_at: &'static Location<'static>,
 }
 
@@ -234,11 +248,13 @@ impl<T> KeptStream<T> {
     pub(crate) fn new<S: HomeStream<Item = T>>(
         stream: S,
         kind: &'static str,
-        made_at: &'static Location<'static>,
+        what: What,
     ) -> KeptStream<T> {
+        let made_at = what.at;
         let exchange = Arc::new(Exchange {
             out: AtomicBool::new(false),
             finished: AtomicBool::new(stream.is_finished()),
+            clean: AtomicBool::new(stream.is_clean()),
             request: Mutex::new(Request {
                 op: None,
                 serial: 0,
@@ -263,7 +279,9 @@ impl<T> KeptStream<T> {
             next_here: next_here::<S>,
             pump: pump::<S>,
             finish: finish::<S>,
+            discard: Kept::discard::<Rc<Home<S>>>,
             kind,
+            what,
             made_at,
         }
     }
@@ -410,7 +428,13 @@ impl<T> KeptStream<T> {
 
 impl<T> Drop for KeptStream<T> {
     fn drop(&mut self) {
-        let (kind, made_at) = (self.kind, self.made_at);
-        self.kept.finish(self.finish, || describe(kind, made_at));
+        let idle = !self.exchange.out.load(Ordering::Acquire);
+        if idle && self.exchange.clean.load(Ordering::Acquire) {
+            // Finished or closed already (by close's second step, say): there is no cleanup to
+            // run, and nothing to say if its thread's loop or worker has closed since.
+            (self.discard)(&self.kept);
+            return;
+        }
+        self.kept.finish(self.finish, self.what);
     }
 }

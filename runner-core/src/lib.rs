@@ -29,15 +29,16 @@
 //!
 //! Each module imports only from the modules listed before it (`tests/layers.rs` checks this):
 //!
-//! 1. `lock`, `process`, `post`, `error`, `report`, `context_map`, `context_cache`, `context`,
-//!    `debug`, `time`, `attributes`: the leaves.
+//! 1. `lock`, `process`, `error`, `report`, `post`, `pruned`, `refused`, `context_map`,
+//!    `context_cache`, `context`, `debug`, `time`: the leaves.
 //! 2. `header` (what every task's allocation carries, and `TaskRef`), then `queue`, `executor`,
 //!    `blocking`: running tasks and blocking jobs.
 //! 3. `task`: tasks, the per-loop scope they use, and async cleanup scheduling.
 //! 4. `defer`, `kept_stream` (a stream kept on the thread that made it, usable from any),
 //!    `asyncgen`, `finalize`, `callback`, `signal`, `workers`: built on tasks.
 //! 5. `event_loop`: the loop.
-//! 6. `runner_options`, `runner`: `Runner` and `run`, Python's `runners.py`.
+//! 6. `runner_options`, `runner`: `Runner` and `run`, Python's `runners.py`; then `attributes`,
+//!    what `#[runner::main]` and `#[runner::test]` expand to.
 
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 // The exceptions, each with its SAFETY comment: process.rs restores SIGINT's default action;
@@ -67,7 +68,9 @@ mod kept_stream;
 mod lock;
 mod post;
 mod process;
+mod pruned;
 mod queue;
+mod refused;
 mod report;
 mod runner;
 mod runner_options;
@@ -100,5 +103,5 @@ pub use workers::{available_workers, spawn_send};
 /// Used by the code `#[runner::main]` and `#[runner::test]` expand to; not part of the API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::attributes::{entry_failed, test_failed, Output, TestTimeout};
+    pub use crate::attributes::{entry_failed, test_failed, Output, TestRun, TestTimeout};
 }

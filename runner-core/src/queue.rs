@@ -1,8 +1,10 @@
 //! A loop's run queues: the thread-local queue of the thread running the loop, where a task woken
 //! on that thread goes (a push, no atomic operation), and the one cross-thread queue, where
 //! everything else goes: runnables woken on other threads (or on this one while the loop is not
-//! running) and jobs posted from other threads. [`Inbox`] is the `Send + Sync` handle to the
-//! latter.
+//! running), jobs and reports posted from other threads. [`Inbox`] is the `Send + Sync` handle to
+//! the latter. It also keeps what close needs to know from any thread: whether the loop is
+//! closing, the tasks of the loop that run on other threads (worker pool tasks), and the tasks
+//! spawned while close cancels.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -13,9 +15,11 @@ use std::task::Waker;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::header::{Header, Runnable};
+use crate::header::{Header, Runnable, TaskRef};
 use crate::lock::lock;
 use crate::post::{Job, Post};
+use crate::pruned::Pruned;
+use crate::report::ExceptionContext;
 
 /// What the thread running an executor keeps at hand, so that a wake-up on that thread costs a
 /// thread-local access and a push.
@@ -50,12 +54,23 @@ pub(crate) struct Remote {
     pending: AtomicBool,
     /// Jobs are refused once the loop is closed; runnables never are (see `push`).
     jobs_closed: AtomicBool,
+    /// Reports are refused once the loop's close has delivered the last ones (after its
+    /// teardown, whose destructors may report).
+    reports_closed: AtomicBool,
+    /// Close is cancelling the loop's tasks (steps 1 and 2 of R2).
+    closing: AtomicBool,
+    /// The loop's tasks that run on other threads (the worker pool's), for close to cancel.
+    off_loop: Mutex<Pruned<TaskRef>>,
+    /// Tasks spawned while close cancels, for its next round, and who to wake for them.
+    spawned_in_close: Mutex<(Vec<TaskRef>, Option<Waker>)>,
 }
 
 #[derive(Default)]
 struct RemoteQueue {
     runnables: Vec<Runnable>,
     jobs: VecDeque<Job>,
+    /// Reports made on other threads, for the loop's exception handler.
+    reports: VecDeque<ExceptionContext>,
     /// Wakes the thread running the executor.
     waker: Option<Waker>,
     /// Wakes the loop's driver, which runs the jobs.
@@ -72,6 +87,10 @@ impl Remote {
             }),
             pending: AtomicBool::new(false),
             jobs_closed: AtomicBool::new(false),
+            reports_closed: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            off_loop: Mutex::new(Pruned::new()),
+            spawned_in_close: Mutex::default(),
         })
     }
 
@@ -196,6 +215,25 @@ impl Post for Remote {
         }
         Ok(())
     }
+
+    fn report(&self, ctx: ExceptionContext) -> Result<(), ExceptionContext> {
+        let driver = {
+            let mut queue = self.lock();
+            if self.reports_closed.load(Ordering::Acquire) {
+                return Err(ctx);
+            }
+            queue.reports.push_back(ctx);
+            queue.driver.clone()
+        };
+        if let Some(driver) = driver {
+            driver.wake();
+        }
+        Ok(())
+    }
+
+    fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
 }
 
 impl Drop for Remote {
@@ -267,21 +305,26 @@ impl Inbox {
         }
     }
 
-    /// Take at most `max` posted jobs, oldest first, and remember `driver` as who to wake for the
-    /// next ones; also whether more are left. The bound keeps a thread that posts faster than the
-    /// loop runs from starving the loop's tasks and timers.
-    pub(crate) fn take_jobs(&self, driver: &Waker, max: usize) -> (Vec<Job>, bool) {
+    /// Take at most `max` posted jobs, oldest first, and the reports posted; remember `driver`
+    /// as who to wake for the next ones; also whether more jobs are left. The bound keeps a
+    /// thread that posts faster than the loop runs from starving the loop's tasks and timers.
+    pub(crate) fn take_jobs(
+        &self,
+        driver: &Waker,
+        max: usize,
+    ) -> (Vec<Job>, Vec<ExceptionContext>, bool) {
         let mut queue = self.0.lock();
         if !queue.driver.as_ref().is_some_and(|w| w.will_wake(driver)) {
             queue.driver = Some(driver.clone());
         }
         let n = queue.jobs.len().min(max);
         let jobs = queue.jobs.drain(..n).collect();
-        (jobs, !queue.jobs.is_empty())
+        let reports = queue.reports.drain(..).collect();
+        (jobs, reports, !queue.jobs.is_empty())
     }
 
-    /// Refuse jobs from now on and drop the queued ones; the driver's waker, so that close can
-    /// reach the driver task.
+    /// Refuse jobs from now on and drop the queued ones (Python drops a closed loop's pending
+    /// callbacks); the driver's waker, so that close can reach the driver task.
     pub(crate) fn close_jobs(&self) -> Option<Waker> {
         let (jobs, driver) = {
             let mut queue = self.0.lock();
@@ -291,6 +334,79 @@ impl Inbox {
         // Dropped outside the lock: a job may own a task whose destructors post more jobs.
         drop(jobs);
         driver
+    }
+
+    /// The reports queued for the loop's handler, taken; with `close`, reports are refused
+    /// from now on (their makers write them to stderr). Close delivers these before it returns.
+    pub(crate) fn take_reports(&self, close: bool) -> Vec<ExceptionContext> {
+        let mut queue = self.0.lock();
+        if close {
+            self.0.reports_closed.store(true, Ordering::Release);
+        }
+        queue.reports.drain(..).collect()
+    }
+
+    /// Close is cancelling the loop's tasks (or has stopped): tasks spawned meanwhile are
+    /// noted for its next round.
+    pub(crate) fn set_closing(&self, closing: bool) {
+        self.0.closing.store(closing, Ordering::Release);
+        if !closing {
+            let late = std::mem::take(&mut lock(&self.0.spawned_in_close).0);
+            drop(late);
+        }
+    }
+
+    /// True while close cancels the loop's tasks.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.0.closing.load(Ordering::Acquire)
+    }
+
+    /// `task` runs on another thread (a pool task, or a task pinned on a worker): close cancels
+    /// it with the loop's own. Noted for close's next round if close is cancelling.
+    pub(crate) fn track_off_loop(&self, task: &TaskRef) {
+        lock(&self.0.off_loop).push(task.clone(), |t| !t.is_finished());
+        // After the push: a close that began meanwhile either saw the task in its snapshot or
+        // is seen here (the lock orders the two).
+        self.note_spawn(task);
+    }
+
+    /// Let go of the loop's tasks on other threads (close has stopped the pool). Their headers
+    /// hold this queue: kept, they would keep each other alive.
+    pub(crate) fn forget_off_loop(&self) {
+        let tasks = lock(&self.0.off_loop).take();
+        drop(tasks);
+    }
+
+    /// The loop's unfinished tasks that run on other threads.
+    pub(crate) fn off_loop_pending(&self) -> Vec<TaskRef> {
+        let mut tasks = lock(&self.0.off_loop);
+        tasks.sweep(|t| !t.is_finished());
+        tasks.iter().cloned().collect()
+    }
+
+    /// A task was spawned: while close cancels, its next round gets it.
+    pub(crate) fn note_spawn(&self, task: &TaskRef) {
+        if !self.is_closing() {
+            return;
+        }
+        let closer = {
+            let mut late = lock(&self.0.spawned_in_close);
+            late.0.push(task.clone());
+            late.1.clone()
+        };
+        if let Some(closer) = closer {
+            closer.wake();
+        }
+    }
+
+    /// The tasks spawned while close cancels, since the last call; else `closer` is woken by
+    /// the next one.
+    pub(crate) fn take_spawned_in_close(&self, closer: &Waker) -> Vec<TaskRef> {
+        let mut late = lock(&self.0.spawned_in_close);
+        if late.0.is_empty() && !late.1.as_ref().is_some_and(|w| w.will_wake(closer)) {
+            late.1 = Some(closer.clone());
+        }
+        std::mem::take(&mut late.0)
     }
 
     /// True once the loop is closed.

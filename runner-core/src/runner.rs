@@ -18,9 +18,10 @@
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
-use std::future::{Future, IntoFuture};
+use std::future::{poll_fn, Future, IntoFuture};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe, Location};
 use std::pin::pin;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures_lite::FutureExt;
@@ -30,9 +31,11 @@ use crate::error::RunError;
 use crate::event_loop::api::EventLoop;
 use crate::event_loop::run::refuse_nested_run;
 use crate::event_loop::shutdown::NOTICE_AFTER;
+use crate::header::RETURNED;
+use crate::report::ExceptionContext;
 use crate::runner_options::{LoopFactory, RunnerBuilder};
 use crate::signal::{self, Interrupt};
-use crate::task::cleanup::AbandonGuard;
+use crate::task::cleanup::{Abandon, AbandonGuard};
 use crate::task::spawn::{main_end, main_task, MainEnd};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -168,8 +171,33 @@ impl Runner {
         self.state.set(State::Closed);
         self.event_loop.borrow_mut().take();
         if let Some(lp) = lp {
-            let interrupted = close_loop(&lp, self.executor_shutdown_timeout, self.abandoned.get());
-            self.close_interrupted.set(interrupted);
+            let closed = close_loop(
+                &lp,
+                self.executor_shutdown_timeout,
+                self.abandoned.get(),
+                None,
+            );
+            self.close_interrupted.set(closed.interrupted);
+        }
+    }
+
+    /// Close the runner as [`close`](Self::close) does, waiting in all at most until
+    /// `deadline`: a test's timeout. What close stopped waiting for, if it stopped.
+    pub(crate) fn close_by(&self, deadline: Instant) -> Vec<String> {
+        let lp = match self.state.get() {
+            State::Initialized => self.event_loop.borrow().clone(),
+            _ => None,
+        };
+        self.state.set(State::Closed);
+        self.event_loop.borrow_mut().take();
+        match lp {
+            Some(lp) => {
+                let timeout = self.executor_shutdown_timeout;
+                let closed = close_loop(&lp, timeout, self.abandoned.get(), Some(deadline));
+                self.close_interrupted.set(closed.interrupted);
+                closed.cut_short
+            }
+            None => Vec::new(),
         }
     }
 
@@ -196,16 +224,30 @@ fn run_main<F: Future>(
     // the abandoned main task leaves are not waited for.
     let _abandon;
     let mut main = pin!(main);
+    let shown = Cell::new(false);
+    // R2.7: a main task that returned but still runs its deferred cleanups a second later says
+    // so. Polled with `main` (no waker of its own): the flag is set in one of main's polls.
+    let returned = async {
+        poll_fn(|_| match task.header().has(RETURNED) {
+            true => Poll::Ready(()),
+            false => Poll::Pending,
+        })
+        .await;
+        let deadline = Instant::now() + NOTICE_AFTER;
+        let heading = "main returned 1 s ago and still runs its async cleanup";
+        lp.notice_at(deadline, heading, Some(&task), interrupt, &shown)
+            .await;
+        None
+    };
     let ran = match interrupt {
-        None => lp.run_until(async { Some(main.as_mut().await) }),
+        None => lp.run_until(async { Some(main.as_mut().await) }.or(returned)),
         Some(interrupt) => {
             interrupt.set_main(task.clone());
-            let shown = Cell::new(false);
             let notice = async {
                 interrupt.pressed().await;
                 let deadline = Instant::now() + NOTICE_AFTER;
                 let heading = "still finishing the main task 1 s after Ctrl-C";
-                lp.notice_at(deadline, heading, Some(&task), true, &shown)
+                lp.notice_at(deadline, heading, Some(&task), Some(interrupt), &shown)
                     .await;
                 None
             };
@@ -216,7 +258,8 @@ fn run_main<F: Future>(
             let ran = lp.run_until(
                 async { Some(main.as_mut().await) }
                     .or(second_ctrl_c)
-                    .or(notice),
+                    .or(notice)
+                    .or(returned),
             );
             interrupt.main_ended();
             ran
@@ -224,7 +267,7 @@ fn run_main<F: Future>(
     };
     *ctx = main.as_mut().take_context();
     let Some(output) = ran? else {
-        _abandon = AbandonGuard::new(true);
+        _abandon = AbandonGuard::new(Abandon::CtrlC);
         return Err(RunError::Interrupted);
     };
     match main_end(output, &task) {
@@ -257,12 +300,28 @@ impl Drop for RunContextGuard<'_> {
     }
 }
 
-/// Python's `Runner.close`, in four steps; true if Ctrl-C stopped the waiting. Steps with
-/// nothing to wait for are skipped. Inside another running loop the waiting steps cannot run,
-/// and after a second Ctrl-C (before or during close) nothing is waited for; the loop is closed
-/// either way. A close still waiting after a second says, once, what it waits for.
-fn close_loop(lp: &EventLoop, timeout: Duration, abandoned: bool) -> bool {
-    let mut interrupted = false;
+/// How a close ended.
+#[derive(Debug, Default)]
+pub(crate) struct Closed {
+    /// Ctrl-C stopped the waiting.
+    pub(crate) interrupted: bool,
+    /// What close stopped waiting for when its time ran out: for each step cut short, what it
+    /// waited for.
+    pub(crate) cut_short: Vec<String>,
+}
+
+/// Python's `Runner.close`, in four steps. Steps with nothing to wait for are skipped. Each
+/// waiting step waits at most `timeout`, and all of them stop at `deadline` (a test's
+/// timeout). Inside another running loop the waiting steps cannot run, and after a second
+/// Ctrl-C (before or during close) nothing is waited for; the loop is closed either way. A
+/// close still waiting after a second says, once, what it waits for.
+fn close_loop(
+    lp: &EventLoop,
+    timeout: Duration,
+    abandoned: bool,
+    deadline: Option<Instant>,
+) -> Closed {
+    let mut closed = Closed::default();
     let work = lp.close_work();
     // With nothing to wait for, close does not handle Ctrl-C: it has nothing to stop (R6.4).
     if !abandoned && work.any() {
@@ -272,21 +331,42 @@ fn close_loop(lp: &EventLoop, timeout: Duration, abandoned: bool) -> bool {
             interrupt: sigint.as_ref().map(|s| s.interrupt()),
             notice_at: Instant::now() + NOTICE_AFTER,
             shown: Cell::new(false),
+            timeout,
+            deadline,
+            cut_short: RefCell::new(Vec::new()),
         };
+        let inbox = &lp.inner.scope.inbox;
+        // Tasks spawned from here to the end of step 2 are cancelled in further rounds.
+        inbox.set_closing(true);
         // 1. Cancel every pending task, and wait for them.
         let _ = waiting.step(work.tasks, lp.cancel_all_tasks())
-            // 2. Close the async generators still open, and wait for scheduled cleanups.
-            && waiting.step(work.tasks || work.asyncgens, lp.shutdown_asyncgens())
+            // 2. Close the async generators still open, and wait for scheduled cleanups; the
+            //    tasks their closes spawn are cancelled.
+            && waiting.step(
+                work.tasks || work.asyncgens,
+                lp.shutdown_asyncgens().or(lp.cancel_spawned_in_close()),
+            )
+            && {
+                inbox.set_closing(false);
+                true
+            }
             // 3. Join the default executor's threads, then the worker threads (each finishing
             //    the cleanups made on it), for at most `timeout` each.
             && waiting.step(work.executor, lp.shutdown_default_executor(Some(timeout)))
             && waiting.step(work.workers, lp.shutdown_workers(timeout));
-        interrupted = waiting.interrupt.is_some_and(|i| i.is_aborted());
+        inbox.set_closing(false);
+        closed.interrupted = waiting.interrupt.is_some_and(|i| i.is_aborted());
+        closed.cut_short = waiting.cut_short.take();
     }
-    // 4. Close the loop.
-    let _abandon = AbandonGuard::new(abandoned || interrupted);
+    // 4. Close the loop. Cleanups close stopped waiting for are not run on the spot.
+    let why = match (abandoned || closed.interrupted, closed.cut_short.is_empty()) {
+        (true, _) => Abandon::CtrlC,
+        (false, false) => Abandon::CloseTimedOut,
+        (false, true) => Abandon::No,
+    };
+    let _abandon = AbandonGuard::new(why);
     lp.close();
-    interrupted
+    closed
 }
 
 /// The waiting steps of one close.
@@ -296,38 +376,95 @@ struct Waiting<'a> {
     /// When close says what it still waits for, if it still waits.
     notice_at: Instant,
     shown: Cell<bool>,
+    /// How long each step may wait.
+    timeout: Duration,
+    /// When every step stops waiting.
+    deadline: Option<Instant>,
+    cut_short: RefCell<Vec<String>>,
+}
+
+/// How a waiting step ended.
+enum Step {
+    Done,
+    /// Ctrl-C stopped the waiting.
+    Stopped,
+    /// Its time ran out while it waited for these (`EventLoop::pending_work`'s lines).
+    TimedOut(Vec<String>),
 }
 
 impl Waiting<'_> {
-    /// Run one waiting step of close if `needed`; false if Ctrl-C stopped the waiting.
+    /// Run one waiting step of close if `needed`, for at most the step's time; false if close
+    /// must wait no more (Ctrl-C, or the deadline passed).
     fn step<F: Future<Output = ()>>(&self, needed: bool, step: F) -> bool {
         if !needed {
             return true;
         }
         let lp = self.lp;
-        let ctrl_c = self.interrupt.is_some();
+        let started = Instant::now();
+        let limit = match self.deadline {
+            Some(deadline) => deadline.min(started + self.timeout),
+            None => started + self.timeout,
+        };
         let heading = "still closing after 1 s";
         let notice = async {
-            lp.notice_at(self.notice_at, heading, None, ctrl_c, &self.shown)
+            lp.notice_at(self.notice_at, heading, None, self.interrupt, &self.shown)
                 .await;
-            true
+            Step::Done
         };
         let stopped = async {
             match self.interrupt {
                 Some(interrupt) => interrupt.aborted().await,
                 None => std::future::pending().await,
             }
-            false
+            Step::Stopped
+        };
+        let timed_out = async {
+            // The loop runs at least once, so that the cancellations the step has asked for
+            // take effect even when its time has already run out (a test that overran).
+            crate::time::yield_now().await;
+            async_io::Timer::at(limit).await;
+            // Read while the step still waits: its end lets go of what it waits for.
+            Step::TimedOut(lp.pending_work(None))
         };
         let ran = lp.run_until(
             async {
                 step.await;
-                true
+                Step::Done
             }
             .or(stopped)
+            .or(timed_out)
             .or(notice),
         );
-        ran.unwrap_or(true)
+        match ran {
+            // Inside another running loop: nothing can be waited for.
+            Err(_) | Ok(Step::Done) => true,
+            Ok(Step::Stopped) => false,
+            Ok(Step::TimedOut(lines)) => {
+                self.report_cut_short(started.elapsed(), lines);
+                !self.deadline.is_some_and(|d| Instant::now() >= d)
+            }
+        }
+    }
+
+    /// A step's time ran out while it waited for `lines`: say so. A pool task stuck in a poll
+    /// leaves its worker behind: the workers are not waited for again.
+    fn report_cut_short(&self, waited: Duration, mut lines: Vec<String>) {
+        let lp = self.lp;
+        if lines.is_empty() {
+            lines.push("work runner cannot name (a generator's or stream's cleanup)".into());
+        }
+        let what = lines.join("; ");
+        if let Some(workers) = &*lp.inner.workers.borrow() {
+            let stuck = lp.inner.scope.inbox.off_loop_pending();
+            if stuck.iter().any(|t| t.header().is_polling()) {
+                workers.leave_behind();
+            }
+        }
+        lp.call_exception_handler(ExceptionContext::new(format!(
+            "close stopped waiting after {:.1} s for: {what}",
+            waited.as_secs_f64()
+        )));
+        self.cut_short.borrow_mut().push(what);
     }
 }
 

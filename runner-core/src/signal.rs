@@ -317,6 +317,12 @@ fn hand_over() {
 static HANDLED: AtomicU64 = AtomicU64::new(0);
 static NEXT_CTRL_C: Event = Event::new();
 
+/// True once the runner has handled a Ctrl-C in this process: a notice says "press Ctrl-C
+/// again", not as if none had been pressed.
+pub(crate) fn was_pressed() -> bool {
+    HANDLED.load(Ordering::SeqCst) > 0
+}
+
 /// A future that completes at the next Ctrl-C the runner handles: the first one cancels the main
 /// task, and tasks that must wind down gracefully (a server's connections, say) wait for it.
 ///

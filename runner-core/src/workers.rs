@@ -41,9 +41,11 @@ use futures_lite::FutureExt;
 
 use crate::blocking::BlockingHandle;
 use crate::context::Context;
-use crate::header::{Header, TaskRef};
+use crate::header::Header;
 use crate::lock::lock;
+use crate::post::{Post, ReportTo};
 use crate::queue::Inbox;
+use crate::refused::drop_refused;
 use crate::report::ExceptionContext;
 use crate::task::bound;
 use crate::task::future::{Home, TaskFuture};
@@ -51,7 +53,7 @@ use crate::task::handle::Task;
 use crate::task::registry::Slot;
 use crate::task::scope;
 use crate::task::spawn::spawn_on;
-use crate::task::worker_local::WorkerLocal;
+use crate::task::worker_local::{close_asyncgens_on, Done, WorkerLocal};
 
 /// How long close waits for the worker threads to exit once their tasks are done: a worker
 /// still inside a poll after that is stuck in it.
@@ -59,25 +61,31 @@ pub(crate) const JOIN_WAIT: Duration = Duration::from_secs(1);
 
 /// A loop's worker pool.
 pub(crate) struct Workers {
-    /// Dropped (with the tasks left on it) with the last handle to the pool, once the loop has
-    /// let go of it and the worker threads have exited. Read without a lock on every spawn.
+    /// Dropped (with the tasks left on it) with the last handle to the pool: the loop's, once
+    /// the worker threads have exited (each lets go of its handle before it says so). Read
+    /// without a lock on every spawn.
     executor: async_executor::Executor<'static>,
-    /// The pool's tasks, for close to cancel; finished ones are pruned as the list grows.
-    tasks: Mutex<Vec<TaskRef>>,
-    /// Close is cancelling the pool's tasks: one spawned now is cancelled at once.
-    closing: AtomicBool,
     /// The workers are told to exit.
     stop: AtomicBool,
     stopped: Event,
-    /// Worker threads that have not exited yet.
-    running: AtomicUsize,
-    exited: Event,
+    /// How the loop learns that worker threads have exited.
+    exits: Arc<Exits>,
     /// A wait for the workers to exit ran out and was reported: none is waited for again.
     left_behind: AtomicBool,
-    /// The loop: where reports about pool tasks are posted.
+    /// Each worker's mailbox: close has each close the generators made on it (R2.2).
+    mailboxes: Mutex<Vec<Arc<dyn Post>>>,
+    /// The loop: where reports about pool tasks are posted, and where close finds them.
     inbox: Inbox,
     /// The loop's default executor, for `to_thread` called from a pool task.
     pub(crate) blocking: BlockingHandle,
+}
+
+/// Worker threads that have not exited yet, and the event that says one has. Apart from
+/// `Workers`, so that a worker lets go of the pool before it says it has exited.
+#[derive(Default)]
+struct Exits {
+    running: AtomicUsize,
+    exited: Event,
 }
 
 thread_local! {
@@ -98,42 +106,45 @@ impl Workers {
     ) -> Option<Arc<Workers>> {
         let workers = Arc::new(Workers {
             executor: async_executor::Executor::new(),
-            tasks: Mutex::default(),
-            closing: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             stopped: Event::new(),
-            running: AtomicUsize::new(0),
-            exited: Event::new(),
+            exits: Arc::default(),
             left_behind: AtomicBool::new(false),
+            mailboxes: Mutex::default(),
             inbox,
             blocking,
         });
         for i in 0..n.max(1) {
             let pool = workers.clone();
-            workers.running.fetch_add(1, Ordering::AcqRel);
+            workers.exits.running.fetch_add(1, Ordering::AcqRel);
             let started = thread::Builder::new()
                 .name(format!("runner-worker-{i}"))
                 .spawn(move || pool.work(slow_poll));
             if let Err(err) = started {
-                workers.running.fetch_sub(1, Ordering::AcqRel);
+                workers.exits.running.fetch_sub(1, Ordering::AcqRel);
                 crate::report::write_stderr(format_args!(
                     "runner: could not start worker thread {i} ({err}); running with {i}"
                 ));
                 break;
             }
         }
-        if workers.running.load(Ordering::Acquire) == 0 {
+        if workers.running() == 0 {
             return None;
         }
         Some(workers)
     }
 
     /// A worker thread's life: run the pool's tasks, and the cleanups made here, until told to
-    /// stop; then finish those cleanups.
+    /// stop; then finish those cleanups (running the pool meanwhile). The thread lets go of the
+    /// pool before it says it has exited, so that what is left on the pool is dropped by the
+    /// loop's close (R2.6), not a moment after it by this thread.
     fn work(self: Arc<Self>, slow: Option<Duration>) {
         scope::set_slow_poll_threshold(slow);
+        // A report made here with no loop at hand (a cleanup's panic) goes to the loop.
+        let _report_to = ReportTo::enter(self.inbox.owner());
         CURRENT.with(|c| *c.borrow_mut() = Some(self.clone()));
-        let local = WorkerLocal::enter();
+        let local = WorkerLocal::enter(self.inbox.clone());
+        lock(&self.mailboxes).push(local.mailbox());
         let stop = async {
             loop {
                 if self.stop.load(Ordering::Acquire) {
@@ -148,12 +159,14 @@ impl Workers {
         };
         local.block_on(self.executor.run(stop));
         // Every cleanup made on this thread is finished before it exits.
-        local.finish();
+        local.finish(&self.executor);
         bound::drop_kept();
         drop(local);
         let _ = CURRENT.try_with(|c| c.borrow_mut().take());
-        self.running.fetch_sub(1, Ordering::AcqRel);
-        self.exited.notify(usize::MAX);
+        let exits = self.exits.clone();
+        drop(self);
+        exits.running.fetch_sub(1, Ordering::AcqRel);
+        exits.exited.notify(usize::MAX);
     }
 
     /// Spawn `fut` on the pool, in a copy of the current context.
@@ -165,21 +178,13 @@ impl Workers {
         let (home, me) = Home::owned(Header::new(None, at, self.inbox.owner()));
         let fut = TaskFuture::new(fut, home, Context::current(), Slot::Never);
         if self.stop.load(Ordering::Acquire) {
-            // The pool is stopped: the task is cancelled at once, its future dropped here.
+            // The pool is stopped: the task is cancelled at once, its future dropped here (not
+            // inside another such drop: see `refused`).
             me.cancel_for_interrupt();
-            drop(fut);
+            drop_refused(Box::new(fut));
             return Task::cancelled(me);
         }
-        {
-            let mut tasks = lock(&self.tasks);
-            if tasks.len() >= 64 && tasks.len().is_power_of_two() {
-                tasks.retain(|t| !t.is_finished());
-            }
-            tasks.push(me.clone());
-        }
-        if self.closing.load(Ordering::Acquire) {
-            me.cancel();
-        }
+        self.inbox.track_off_loop(&me);
         Task::on_pool(self.executor.spawn(fut), me)
     }
 
@@ -188,28 +193,42 @@ impl Workers {
         &self.inbox
     }
 
-    /// The pool's unfinished tasks.
-    pub(crate) fn pending(&self) -> Vec<TaskRef> {
-        let mut tasks = lock(&self.tasks);
-        tasks.retain(|t| !t.is_finished());
-        tasks.clone()
+    /// Have each worker close the generators and finalized streams made on it (close's second
+    /// step): a wait per worker that still takes jobs, ending when its closes have; none once
+    /// the workers are left behind.
+    pub(crate) fn close_asyncgens(&self) -> Vec<Arc<Done>> {
+        if self.left_behind.load(Ordering::Acquire) {
+            // A worker is stuck in a poll: none is waited for again.
+            return Vec::new();
+        }
+        let mailboxes = lock(&self.mailboxes).clone();
+        mailboxes
+            .iter()
+            .filter_map(|mailbox| close_asyncgens_on(&**mailbox))
+            .collect()
     }
 
-    /// Close is cancelling (or has stopped cancelling) the pool's tasks.
-    pub(crate) fn set_closing(&self, closing: bool) {
-        self.closing.store(closing, Ordering::Release);
-    }
-
-    /// Tell the workers to exit once they have finished the cleanups made on them. Idempotent.
+    /// Tell the workers to exit once they have finished the cleanups made on them, cancelling
+    /// the pool's tasks still pending (spawned after close's first step), which those cleanups
+    /// may wait for. Idempotent.
     fn tell_stop(&self) {
         if !self.stop.swap(true, Ordering::AcqRel) {
+            for task in self.inbox.off_loop_pending() {
+                task.cancel();
+            }
             self.stopped.notify(usize::MAX);
         }
     }
 
     /// Worker threads that have not exited yet.
     fn running(&self) -> usize {
-        self.running.load(Ordering::Acquire)
+        self.exits.running.load(Ordering::Acquire)
+    }
+
+    /// Close gave up waiting for a pool task stuck in a poll: its worker is left behind, and
+    /// the workers are not waited for again.
+    pub(crate) fn leave_behind(&self) {
+        self.left_behind.store(true, Ordering::Release);
     }
 
     /// Worker threads told to stop that are still finishing their cleanups.
@@ -224,9 +243,12 @@ impl Workers {
     /// cleanups finished), for at most `timeout`; reports the workers still running after that.
     pub(crate) async fn join(&self, timeout: Duration, report: impl Fn(ExceptionContext)) {
         self.tell_stop();
+        if self.left_behind.load(Ordering::Acquire) {
+            return;
+        }
         let deadline = Instant::now() + timeout;
         while self.running() > 0 {
-            let listener = self.exited.listen();
+            let listener = self.exits.exited.listen();
             if self.running() == 0 {
                 break;
             }
@@ -256,7 +278,7 @@ impl Workers {
         };
         let deadline = Instant::now() + wait;
         while self.running() > 0 {
-            let listener = self.exited.listen();
+            let listener = self.exits.exited.listen();
             if self.running() == 0 {
                 break;
             }

@@ -470,14 +470,11 @@ fn expand(kind: Kind, mut func: ItemFn, config: &Config, shape: Shape) -> TokenS
             let check = quote_spanned! {span=>
                 #crate_path::__private::TestTimeout::start(#ms, #text)
             };
-            let checked = quote_spanned! {span=> timeout.check(result) };
+            let checked = quote_spanned! {span=> timeout.check(ran) };
+            // The timeout bounds the whole test: the body, then the runner's close.
             quote! {
                 let timeout = #check;
-                let body = #crate_path::timeout(timeout.duration(), body);
-                let result = match #builder.run(body) {
-                    ::core::result::Result::Ok(result) => result,
-                    ::core::result::Result::Err(error) => #crate_path::__private::test_failed(error),
-                };
+                let ran = timeout.run(#builder, body);
                 #checked
             }
         }

@@ -234,3 +234,13 @@ pub fn assert_child_printed(out: &Output, lines: &[&str]) {
         );
     }
 }
+
+/// Pushes its line to a log when dropped (on the loop thread): observes a future being dropped,
+/// by a cancellation or a teardown.
+pub struct LogOnDrop(pub Rc<RefCell<Vec<String>>>, pub String);
+
+impl Drop for LogOnDrop {
+    fn drop(&mut self) {
+        self.0.borrow_mut().push(std::mem::take(&mut self.1));
+    }
+}

@@ -119,10 +119,12 @@ impl LoopBuilder {
 
     /// Build the loop. Nothing runs and no thread starts until it is used.
     pub fn build(self) -> EventLoop {
+        let scope = Scope::new(spawn_finalizer);
+        let owner = scope.inbox.owner();
         let inner = Rc::new(LoopInner {
-            scope: Scope::new(spawn_finalizer),
+            scope,
             callbacks: Callbacks::default(),
-            default_executor: DefaultExecutor::new(self.max_blocking_threads),
+            default_executor: DefaultExecutor::new(self.max_blocking_threads, owner),
             debug: Cell::new(self.debug.unwrap_or_else(debug::enabled_by_env)),
             slow_callback_duration: Cell::new(self.slow_callback_duration),
             handler: RefCell::new(self.handler),
@@ -156,10 +158,13 @@ impl LoopBuilder {
     }
 }
 
-/// One round of the driver: a bounded batch of jobs posted from other threads, then a round of
-/// callbacks.
+/// One round of the driver: the reports made on other threads, a bounded batch of jobs posted
+/// from there, then a round of callbacks.
 fn drive(lp: &EventLoop, cx: &mut Cx<'_>) -> Poll<()> {
-    let (jobs, more) = lp.inner.scope.inbox.take_jobs(cx.waker(), CALLBACK_BATCH);
+    let (jobs, reports, more) = lp.inner.scope.inbox.take_jobs(cx.waker(), CALLBACK_BATCH);
+    for ctx in reports {
+        lp.call_exception_handler(ctx);
+    }
     for job in jobs {
         run_callback(job, None);
     }

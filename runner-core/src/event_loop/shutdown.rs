@@ -1,21 +1,27 @@
-//! Closing a loop: cancelling its tasks in bounded rounds, closing its async generators,
-//! joining its default executor, saying what a long wait waits for, and tearing the loop down.
+//! Closing a loop: cancelling its tasks in rounds, closing its async generators, joining its
+//! default executor, saying what a long wait waits for, and tearing the loop down.
 
 use std::cell::Cell;
-use std::future::poll_fn;
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::rc::Weak;
-use std::task::{Poll, Waker};
+use std::task::{Context as Cx, Poll, Waker};
 use std::time::{Duration, Instant};
+
+use futures_lite::FutureExt;
 
 use crate::event_loop::api::{EventLoop, LoopInner};
 use crate::header::TaskRef;
+use crate::queue::Inbox;
 use crate::report::{source_location, write_stderr, write_to_stderr, ExceptionContext};
-use crate::task::cleanup::{is_abandoning, run_now};
-use crate::task::scope::Cleanup;
+use crate::signal::{self, Interrupt};
+use crate::task::cleanup::{is_abandoning, run_now_until};
 use crate::workers::JOIN_WAIT;
 
-/// How many times close cancels the tasks pending on the loop before it gives up on the ones
-/// still being spawned.
+/// How many rounds close cancels tasks in: the first cancels the tasks pending when close
+/// begins, each further one the tasks spawned since (a destructor may spawn). After the last,
+/// close stops waiting for what is still being spawned.
 const CANCEL_ROUNDS: usize = 8;
 
 /// How long a run after Ctrl-C, or a close, waits before it says what it is waiting for.
@@ -28,7 +34,7 @@ pub(crate) struct CloseWork {
     /// Tasks to cancel and wait for.
     pub(crate) tasks: bool,
     /// Generators, finalized streams or finalizers to close or wait for (cancelled tasks may
-    /// leave more).
+    /// leave more), here or on the workers.
     pub(crate) asyncgens: bool,
     /// A started default executor to join.
     pub(crate) executor: bool,
@@ -43,35 +49,53 @@ impl CloseWork {
     }
 }
 
+/// Completes with the tasks spawned while close cancels, once there are some.
+struct SpawnedInClose<'a>(&'a Inbox);
+
+impl Future for SpawnedInClose<'_> {
+    type Output = Vec<TaskRef>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Cx<'_>) -> Poll<Vec<TaskRef>> {
+        let spawned = self.0.take_spawned_in_close(cx.waker());
+        match spawned.is_empty() {
+            true => Poll::Pending,
+            false => Poll::Ready(spawned),
+        }
+    }
+}
+
 impl EventLoop {
-    /// Close every generator and finalized stream still open on the loop, concurrently, and
-    /// wait for cleanups already scheduled on it. Failures are reported as "an error occurred
-    /// during closing of asynchronous generator" naming the generator.
+    /// Close every generator and finalized stream still open on the loop (and on its worker
+    /// threads, each on its own), concurrently, and wait for them and for the cleanups already
+    /// scheduled on the loop. Failures are reported as "an error occurred during closing of
+    /// asynchronous generator" naming the generator.
     pub async fn shutdown_asyncgens(&self) {
         let scope = &self.inner.scope;
         scope.asyncgens_shutdown_called.set(true);
+        let workers = self.inner.workers.borrow().clone();
+        let on_workers = workers.map(|w| w.close_asyncgens()).unwrap_or_default();
         loop {
-            let gens = std::mem::take(&mut *scope.asyncgens.borrow_mut());
-            let mut closing: Vec<Cleanup> = gens
-                .iter()
-                .filter_map(Weak::upgrade)
-                .filter_map(|g| g.close_now())
-                .collect();
-            let finalizers = std::mem::take(&mut *scope.finalizers.borrow_mut());
-            if closing.is_empty() && finalizers.is_empty() {
-                return;
-            }
-            poll_fn(|cx| {
-                closing.retain_mut(|c| c.as_mut().poll(cx).is_pending());
-                match closing.is_empty() {
-                    true => Poll::Ready(()),
-                    false => Poll::Pending,
+            // Each close is a finalizer of its own, so that a wait names what it waits for.
+            let gens = scope.asyncgens.borrow_mut().take();
+            for gen in gens.iter().filter_map(Weak::upgrade) {
+                if let Some(close) = gen.close_now() {
+                    scope.spawn_finalizer(close);
                 }
-            })
-            .await;
-            for finalizer in finalizers {
+            }
+            let pending: Vec<TaskRef> = {
+                let mut finalizers = scope.finalizers.borrow_mut();
+                finalizers.sweep(|(t, _)| !t.is_finished());
+                finalizers.iter().map(|(t, _)| t.clone()).collect()
+            };
+            if pending.is_empty() && scope.asyncgens.borrow().is_empty() {
+                break;
+            }
+            for finalizer in pending {
                 finalizer.finished().await;
             }
+        }
+        for done in on_workers {
+            poll_fn(|cx| done.poll_done(cx)).await;
         }
     }
 
@@ -102,83 +126,113 @@ impl EventLoop {
     /// What each close step would wait for.
     pub(crate) fn close_work(&self) -> CloseWork {
         let scope = &self.inner.scope;
-        let pool_pending = self
-            .inner
-            .workers
-            .borrow()
-            .as_ref()
-            .is_some_and(|w| !w.pending().is_empty());
+        let workers = self.inner.workers.borrow().is_some();
         CloseWork {
-            tasks: scope.tasks.borrow().has_pending() || pool_pending,
-            asyncgens: scope
-                .asyncgens
-                .borrow()
-                .iter()
-                .any(|g| g.strong_count() > 0)
-                || scope.finalizers.borrow().iter().any(|t| !t.is_finished()),
+            tasks: scope.tasks.borrow().has_pending() || !scope.inbox.off_loop_pending().is_empty(),
+            asyncgens: workers
+                || scope
+                    .asyncgens
+                    .borrow()
+                    .iter()
+                    .any(|g| g.strong_count() > 0)
+                || scope
+                    .finalizers
+                    .borrow()
+                    .iter()
+                    .any(|(t, _)| !t.is_finished()),
             executor: !self.inner.default_executor.is_idle(),
-            workers: self.inner.workers.borrow().is_some(),
+            workers,
         }
     }
 
-    /// Cancel every pending task, and every task spawned while they are cancelled, and wait for
-    /// all of them to finish.
-    ///
-    /// Python's runner cancels one snapshot of the pending tasks and waits for it. Here tasks
-    /// spawned while that snapshot is cancelled (from destructors, say) are cancelled in further
-    /// rounds, at most `CANCEL_ROUNDS` in all, so that close ends even when every cancelled task
-    /// spawns a replacement. What is still pending after the last round is reported ("tasks kept
-    /// being spawned during runner shutdown") and dropped when the loop closes.
-    pub(crate) async fn cancel_all_tasks(&self) {
+    /// The unfinished tasks close cancels: the loop's, and its tasks on other threads.
+    fn cancellable_tasks(&self) -> Vec<TaskRef> {
         let scope = &self.inner.scope;
-        let workers = self.inner.workers.borrow().clone();
-        let pending = || {
-            let mut pending = scope.tasks.borrow().pending();
-            if let Some(workers) = &workers {
-                pending.extend(workers.pending());
-            }
-            pending
-        };
-        scope.closing.set(true);
-        if let Some(workers) = &workers {
-            workers.set_closing(true);
+        let mut pending = scope.tasks.borrow().pending();
+        pending.extend(scope.inbox.off_loop_pending());
+        pending
+    }
+
+    /// Cancel every pending task, and every task spawned while they are cancelled, and wait for
+    /// all of them to finish. Close marks the loop as closing before this (`Inbox::set_closing`),
+    /// so that each task spawned meanwhile is noted.
+    ///
+    /// Python's runner cancels one snapshot of the pending tasks and waits for it. Here the
+    /// tasks spawned while that snapshot is cancelled are cancelled in further rounds, each as
+    /// soon as they appear (a cancelled task's cleanup may wait for a task it spawned), at most
+    /// `CANCEL_ROUNDS` in all, so that close ends even when every cancelled task spawns a
+    /// replacement. What is still pending after the last round is reported ("tasks kept being
+    /// spawned during runner shutdown") and dropped when the loop closes.
+    pub(crate) async fn cancel_all_tasks(&self) {
+        let inbox = &self.inner.scope.inbox;
+        let mut waiting: VecDeque<TaskRef> = self.cancellable_tasks().into();
+        for task in &waiting {
+            task.cancel();
         }
-        for _ in 0..CANCEL_ROUNDS {
-            let pending = pending();
-            if pending.is_empty() {
+        let mut rounds = 1;
+        loop {
+            while waiting.front().is_some_and(TaskRef::is_finished) {
+                waiting.pop_front();
+            }
+            let spawned = match waiting.front().cloned() {
+                None => match futures_lite::future::poll_once(SpawnedInClose(inbox)).await {
+                    Some(spawned) => spawned,
+                    None => break,
+                },
+                Some(front) => {
+                    let finished = async {
+                        front.finished().await;
+                        Vec::new()
+                    };
+                    finished.or(SpawnedInClose(inbox)).await
+                }
+            };
+            let spawned: Vec<TaskRef> = spawned.into_iter().filter(|t| !t.is_finished()).collect();
+            if spawned.is_empty() {
+                continue;
+            }
+            if rounds == CANCEL_ROUNDS {
+                let left = spawned.len() + waiting.iter().filter(|t| !t.is_finished()).count();
+                self.report_kept_spawning(left, &spawned[0]);
                 break;
             }
-            for task in &pending {
+            rounds += 1;
+            for task in &spawned {
                 task.cancel();
             }
-            for task in &pending {
-                task.finished().await;
+            waiting.extend(spawned);
+        }
+    }
+
+    fn report_kept_spawning(&self, left: usize, first: &TaskRef) {
+        let was = match left {
+            1 => "task was",
+            _ => "tasks were",
+        };
+        self.call_exception_handler(
+            ExceptionContext::new(format!(
+                "tasks kept being spawned during runner shutdown: after {CANCEL_ROUNDS} rounds of \
+                 cancelling, {left} {was} still pending; they are dropped without being waited for"
+            ))
+            .with_task(first.info()),
+        );
+    }
+
+    /// While close's second step closes generators, cancel the tasks spawned meanwhile (their
+    /// closes may wait for them), as soon as they appear. Never completes: raced against the
+    /// step.
+    pub(crate) async fn cancel_spawned_in_close(&self) {
+        loop {
+            for task in SpawnedInClose(&self.inner.scope.inbox).await {
+                task.cancel();
             }
-        }
-        let left = pending();
-        if let Some(first) = left.first() {
-            let (n, was) = match left.len() {
-                1 => (1, "task was"),
-                n => (n, "tasks were"),
-            };
-            self.call_exception_handler(
-                ExceptionContext::new(format!(
-                    "tasks kept being spawned during runner shutdown: after {CANCEL_ROUNDS} \
-                     rounds of cancelling, {n} {was} still pending; they are dropped without \
-                     being waited for"
-                ))
-                .with_task(first.info()),
-            );
-        }
-        scope.closing.set(false);
-        if let Some(workers) = &workers {
-            workers.set_closing(false);
         }
     }
 
     /// What a run or close still waits for, one line each: unfinished tasks with their name and
-    /// spawn site (`main` first, if given and unfinished), their pending async cleanups, and the
-    /// blocking jobs still running with their call site and running time.
+    /// spawn site (`main` first, if given and unfinished) and the async cleanups each runs, the
+    /// finalizers by the cleanup they run, the worker threads finishing theirs, and the blocking
+    /// jobs still running with their call site and running time.
     pub(crate) fn pending_work(&self, main: Option<&TaskRef>) -> Vec<String> {
         const MOST_TASKS: usize = 10;
         let scope = &self.inner.scope;
@@ -188,21 +242,30 @@ impl EventLoop {
             .cloned()
             .into_iter()
             .collect();
-        tasks.extend(scope.tasks.borrow().unfinished_refs());
-        if let Some(workers) = &*self.inner.workers.borrow() {
-            tasks.extend(workers.pending());
-        }
+        tasks.extend(self.cancellable_tasks());
         for task in tasks.iter().take(MOST_TASKS) {
-            lines.push(task.info().to_string());
+            let mut line = task.info().to_string();
+            if task.header().is_polling() {
+                line.push_str(", stuck inside one poll on a worker thread");
+            }
+            let cleanups = scope.task_cleanups(task.info().id());
+            if !cleanups.is_empty() {
+                let names: Vec<String> = cleanups.iter().map(|c| format!("the {c}")).collect();
+                line.push_str(", running its async cleanup: ");
+                line.push_str(&names.join(", "));
+            }
+            lines.push(line);
         }
         if tasks.len() > MOST_TASKS {
             lines.push(format!("and {} more tasks", tasks.len() - MOST_TASKS));
         }
-        let cleanups = scope.task_cleanup_count();
-        if cleanups > 0 {
-            lines.push(format!(
-                "{cleanups} async cleanup(s) those tasks are running"
-            ));
+        for (_, what) in scope
+            .finalizers
+            .borrow()
+            .iter()
+            .filter(|(t, _)| !t.is_finished())
+        {
+            lines.push(format!("the {what}"));
         }
         if let Some(workers) = &*self.inner.workers.borrow() {
             let running = workers.finishing();
@@ -222,30 +285,40 @@ impl EventLoop {
         lines
     }
 
+    /// The lines of [`pending_work`](Self::pending_work) under `heading`, as one text; "work
+    /// runner cannot name" when there are none.
+    pub(crate) fn describe_pending(&self, heading: &str, main: Option<&TaskRef>) -> String {
+        let mut text = format!("{heading}:");
+        let lines = self.pending_work(main);
+        if lines.is_empty() {
+            text.push_str("\n  work runner cannot name (a generator's or stream's cleanup)");
+        }
+        for line in lines {
+            text.push_str("\n  ");
+            text.push_str(&line);
+        }
+        text
+    }
+
     /// Wait until `deadline`, then write once (`shown` remembers) to stderr what is still
     /// pending, headed by `heading`; then never complete. Raced against a waiting step, so that
-    /// a wait of more than a second is never silent. `ctrl_c`: a second Ctrl-C would get out.
+    /// a wait of more than a second is never silent. With `interrupt` (the runner handles
+    /// Ctrl-C), the notice says what a Ctrl-C does now.
     pub(crate) async fn notice_at(
         &self,
         deadline: Instant,
         heading: &str,
         main: Option<&TaskRef>,
-        ctrl_c: bool,
+        interrupt: Option<&Interrupt>,
         shown: &Cell<bool>,
     ) {
         async_io::Timer::at(deadline).await;
         if !shown.replace(true) {
-            let mut text = format!("runner: {heading}, waiting for:");
-            let lines = self.pending_work(main);
-            if lines.is_empty() {
-                text.push_str("\n  work runner cannot name (a generator's or stream's cleanup)");
-            }
-            for line in lines {
-                text.push_str("\n  ");
-                text.push_str(&line);
-            }
-            if ctrl_c {
-                text.push_str("\n  press Ctrl-C again to exit at once");
+            let mut text = self.describe_pending(&format!("runner: {heading}, waiting for"), main);
+            match interrupt.map(|i| i.presses() > 0 || signal::was_pressed()) {
+                Some(true) => text.push_str("\n  press Ctrl-C again to exit at once"),
+                Some(false) => text.push_str("\n  press Ctrl-C to stop waiting"),
+                None => {}
             }
             write_stderr(format_args!("{text}"));
         }
@@ -264,18 +337,28 @@ impl EventLoop {
         if self.inner.closed.replace(true) {
             return;
         }
-        let driver = self.inner.scope.inbox.close_jobs();
+        let inbox = &self.inner.scope.inbox;
+        let driver = inbox.close_jobs();
         self.inner.callbacks.clear();
         self.inner.default_executor.shutdown_nowait();
-        // The pool's tasks were cancelled and waited for by close's first step; its threads
-        // are stopped and joined (not after a second Ctrl-C), then what is left on it dropped.
+        // A runner's close has cancelled the pool's tasks and waited for them; its threads are
+        // stopped and joined here (not after a second Ctrl-C, nor once close has timed out),
+        // then what is left on the pool dropped with the loop's handle to it.
+        let wait = (!is_abandoning()).then_some(JOIN_WAIT);
         if let Some(workers) = self.inner.workers.borrow_mut().take() {
-            let wait = (!is_abandoning()).then_some(JOIN_WAIT);
             workers.stop(wait, |ctx| self.call_exception_handler(ctx));
         }
+        inbox.forget_off_loop();
         self.inner.drop_tasks(driver);
-        // Cleanups the torn-down tasks were still running have no loop left: finish them now.
-        run_now(self.inner.scope.drain_task_cleanups());
+        // Cleanups the torn-down tasks were still running have no loop left: finish them now,
+        // for at most a second (a loop closed by hand waits no longer for its workers either).
+        let cleanups = self.inner.scope.drain_task_cleanups();
+        run_now_until(cleanups, wait.map(|w| Instant::now() + w));
+        // Reports made on other threads (about pool tasks, say) or by the teardown reach the
+        // handler, not the closed loop's queue.
+        for ctx in inbox.take_reports(true) {
+            self.call_exception_handler(ctx);
+        }
     }
 }
 
@@ -305,7 +388,11 @@ impl Drop for LoopInner {
         if let Some(workers) = self.workers.borrow_mut().take() {
             workers.stop(None, |ctx| write_to_stderr(&ctx));
         }
+        self.scope.inbox.forget_off_loop();
         let driver = self.scope.inbox.close_jobs();
         self.drop_tasks(driver);
+        for ctx in self.scope.inbox.take_reports(true) {
+            write_to_stderr(&ctx);
+        }
     }
 }

@@ -11,7 +11,6 @@
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
-use std::panic::Location;
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,10 +18,10 @@ use std::task::{Wake, Waker};
 
 use crate::error::catch_quietly;
 use crate::post::{Job, Post};
-use crate::report::{source_location, write_stderr};
+use crate::report::write_stderr;
 use crate::task::cleanup::schedule_cleanup;
 use crate::task::current::push_cleanup;
-use crate::task::scope::{self, Cleanup, Scope};
+use crate::task::scope::{self, Cleanup, Scope, What};
 use crate::task::worker_local::{self, Done, DoneGuard};
 
 /// The thread's kept values: a slab, so that a place is taken back once, by its one handle.
@@ -204,11 +203,11 @@ impl Kept {
         })))
     }
 
-    /// The handle is dropped: schedule the cleanup `finish` gives, on the value's thread. From
-    /// another thread, the task being polled here (if any) waits until it has run. If that
-    /// thread cannot be reached the cleanup cannot run (it is not `Send`), and stderr says so,
-    /// naming the value with `what`.
-    pub(crate) fn finish(&self, finish: Finish, what: impl FnOnce() -> String) {
+    /// The handle is dropped: schedule the cleanup `finish` gives (`what`), on the value's
+    /// thread. From another thread, the task being polled here (if any) waits until it has run.
+    /// If that thread cannot be reached the cleanup cannot run (it is not `Send`), and stderr
+    /// says so.
+    pub(crate) fn finish(&self, finish: Finish, what: What) {
         if self.is_here() {
             if let Some((cleanup, scope)) = finish(self.index) {
                 schedule_cleanup(cleanup, scope);
@@ -220,25 +219,28 @@ impl Kept {
         let index = self.index;
         let job: Job = Box::new(move || {
             if let Some((cleanup, scope)) = finish(index) {
-                let cleanup = Box::pin(async move {
-                    let _signal = signal;
-                    cleanup.await;
-                });
+                let what = cleanup.what();
+                let cleanup = Cleanup::new(
+                    async move {
+                        let _signal = signal;
+                        cleanup.await;
+                    },
+                    what,
+                );
                 schedule_cleanup(cleanup, scope);
             }
         });
         match self.post(job) {
             Ok(()) => {
-                let wait = Box::pin(poll_fn(move |cx| done.poll_done(cx)));
+                let wait = Cleanup::new(poll_fn(move |cx| done.poll_done(cx)), what);
                 let _ = push_cleanup(wait);
             }
             Err(job) => {
                 drop(job);
                 write_stderr(format_args!(
-                    "runner: {} was dropped on another thread after the loop or worker that made \
-                     it had closed (or outside any): its cleanup is not `Send` and does not run; \
-                     drop it before closing, or on the thread that made it",
-                    what()
+                    "runner: the owner of the {what} was dropped on another thread after the loop \
+                     or worker that made it had closed (or outside any): its cleanup is not `Send` \
+                     and does not run; drop it before closing, or on the thread that made it"
                 ));
             }
         }
@@ -288,25 +290,25 @@ struct Entry {
 /// by [`schedule`](Self::schedule) or [`disarm`](Self::disarm).
 pub(crate) struct BoundCleanup {
     kept: Kept,
-    made_at: &'static Location<'static>,
+    what: What,
 }
 
 impl BoundCleanup {
     /// Keep `cleanup` on this thread; it belongs to the running loop, if any.
-    pub(crate) fn new(cleanup: Cleanup, made_at: &'static Location<'static>) -> BoundCleanup {
+    pub(crate) fn new(cleanup: Cleanup) -> BoundCleanup {
         let scope = scope::current().map(|s| Rc::downgrade(&s));
+        let what = cleanup.what();
         BoundCleanup {
             kept: Kept::new(Box::new(Entry { cleanup, scope })),
-            made_at,
+            what,
         }
     }
 
     /// The guard was dropped: schedule the cleanup on its thread (see [`Kept::finish`]).
     pub(crate) fn schedule(self) {
-        let made_at = self.made_at;
         self.kept.finish(
             |index| take::<Entry>(index).map(|e| (e.cleanup, e.scope)),
-            || format!("the defer guard made at {}", source_location(made_at)),
+            self.what,
         );
     }
 

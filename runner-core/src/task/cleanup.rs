@@ -6,11 +6,12 @@
 //! loop left, run to completion on the spot.
 
 use std::cell::Cell;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::task::{Context as Cx, Poll};
+use std::time::Instant;
 
 use futures_lite::FutureExt;
 use pin_project_lite::pin_project;
@@ -19,7 +20,7 @@ use crate::context::Context;
 use crate::error::{drop_quietly, panic_message};
 use crate::report::{write_stderr, ExceptionContext};
 use crate::task::current::push_cleanup;
-use crate::task::scope::{self, Cleanup, Closable, Scope};
+use crate::task::scope::{self, Cleanup, Closable, Scope, What};
 use crate::task::worker_local;
 
 /// Schedule an async cleanup so that it runs exactly once: as part of the task being polled,
@@ -41,28 +42,49 @@ pub(crate) fn schedule_cleanup(cleanup: Cleanup, home: Option<Weak<Scope>>) {
     }
 }
 
-/// Register `what` with the running loop, which closes it at shutdown; the loop's scope.
+/// Register `what` with the running loop, which closes it at shutdown (R5.4): its scope. On a
+/// worker thread, with the worker, which closes it at the same point of close (`None`).
 pub(crate) fn register_closable(
     what: Weak<dyn Closable>,
     describe: &dyn Fn() -> String,
 ) -> Option<Weak<Scope>> {
-    let scope = scope::current()?;
-    scope.register_asyncgen(what, describe);
-    Some(Rc::downgrade(&scope))
+    match scope::current() {
+        Some(scope) => {
+            scope.register_asyncgen(what, describe);
+            Some(Rc::downgrade(&scope))
+        }
+        None => {
+            if let Some(worker) = worker_local::current() {
+                worker.register_asyncgen(what, describe);
+            }
+            None
+        }
+    }
+}
+
+/// Why cleanups that would run on the spot are dropped unfinished instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Abandon {
+    /// They run.
+    No,
+    /// Ctrl-C stopped the waiting (a second one during a run, or one during close): the user
+    /// wants out now, nothing is waited for.
+    CtrlC,
+    /// Close stopped waiting for them: its shutdown timeout ran out.
+    CloseTimedOut,
 }
 
 thread_local! {
-    /// Set after a second Ctrl-C: the user wants out now, so cleanups are not waited for.
-    static ABANDONING: Cell<bool> = const { Cell::new(false) };
+    /// Whether, and why, this thread's close drops cleanups instead of running them.
+    static ABANDONING: Cell<Abandon> = const { Cell::new(Abandon::No) };
 }
 
-/// While the guard lives, cleanups that would run on the spot are dropped with a warning
-/// instead: after the second Ctrl-C nothing is waited for.
-pub(crate) struct AbandonGuard(bool);
+/// While the guard lives, cleanups that would run on the spot are dropped, named on stderr.
+pub(crate) struct AbandonGuard(Abandon);
 
 impl AbandonGuard {
-    pub(crate) fn new(on: bool) -> Self {
-        AbandonGuard(ABANDONING.with(|a| a.replace(on)))
+    pub(crate) fn new(why: Abandon) -> Self {
+        AbandonGuard(ABANDONING.with(|a| a.replace(why)))
     }
 }
 
@@ -74,41 +96,66 @@ impl Drop for AbandonGuard {
 
 /// True after a second Ctrl-C on this thread: nothing is waited for.
 pub(crate) fn is_abandoning() -> bool {
-    ABANDONING.with(|a| a.get())
+    ABANDONING.try_with(|a| a.get()).unwrap_or(Abandon::No) != Abandon::No
 }
 
 /// With no loop left to run them, drive cleanups to completion on this thread.
 pub(crate) fn run_now(cleanups: Vec<Cleanup>) {
+    run_now_until(cleanups, None);
+}
+
+/// With no loop left to run them, drive cleanups to completion on this thread, all at once, until
+/// `deadline` at most: what is left then is dropped unfinished, and named on stderr (R5.3).
+pub(crate) fn run_now_until(mut cleanups: Vec<Cleanup>, deadline: Option<Instant>) {
     if cleanups.is_empty() {
         return;
     }
-    if ABANDONING.with(|a| a.get()) {
-        write_stderr(format_args!(
-            "runner: {} async cleanup(s) skipped: Ctrl-C was pressed twice, nothing is waited for",
-            cleanups.len()
-        ));
-        return;
+    let why = ABANDONING.try_with(|a| a.get()).unwrap_or(Abandon::No);
+    if why == Abandon::No {
+        let all = poll_fn(|cx| {
+            cleanups.retain_mut(|c| Pin::new(c).poll(cx).is_pending());
+            match cleanups.is_empty() {
+                true => Poll::Ready(()),
+                false => Poll::Pending,
+            }
+        });
+        match deadline {
+            None => async_io::block_on(all),
+            Some(deadline) => async_io::block_on(all.or(async {
+                async_io::Timer::at(deadline).await;
+            })),
+        }
+        if cleanups.is_empty() {
+            return;
+        }
     }
-    for cleanup in cleanups {
-        async_io::block_on(cleanup);
-    }
+    let reason = match why {
+        Abandon::CtrlC => "skipped: Ctrl-C stopped the waiting, nothing is waited for",
+        _ => "cut short: close stopped waiting for them",
+    };
+    let names: Vec<String> = cleanups.iter().map(|c| c.what().to_string()).collect();
+    write_stderr(format_args!(
+        "runner: {} async cleanup(s) {reason}: the {}",
+        names.len(),
+        names.join(", the ")
+    ));
 }
 
 /// Wrap a cleanup so that a panic in it is reported (naming it) instead of unwinding into the
 /// task or loop that runs it.
-pub(crate) fn guarded<F, D>(cleanup: F, describe: D) -> Cleanup
+pub(crate) fn guarded<F>(cleanup: F, what: What) -> Cleanup
 where
     F: Future<Output = ()> + 'static,
-    D: FnOnce() -> String + 'static,
 {
-    Box::pin(async move {
+    let guarded = async move {
         if let Err(payload) = AssertUnwindSafe(cleanup).catch_unwind().await {
-            let ctx = ExceptionContext::new(format!("panic in {}", describe()))
+            let ctx = ExceptionContext::new(format!("panic in {what}"))
                 .with_error(panic_message(&*payload));
             drop_quietly(payload);
             scope::report(None, ctx);
         }
-    })
+    };
+    Cleanup::new(guarded, what)
 }
 
 pin_project! {

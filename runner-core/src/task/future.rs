@@ -16,7 +16,7 @@ use pin_project_lite::pin_project;
 
 use crate::context::{Context, ContextGuard};
 use crate::error::{catch_quietly, drop_quietly, panic_message};
-use crate::header::{Header, OwnedHeader, TaskRef, CANCEL_REQUESTED};
+use crate::header::{Header, OwnedHeader, TaskRef, CANCEL_REQUESTED, RETURNED};
 use crate::report::ExceptionContext;
 use crate::task::cleanup::{run_now, schedule_cleanup};
 use crate::task::current::{self, Entered};
@@ -40,6 +40,9 @@ pin_project! {
         cleanups: Cleanups,
         // An owned header has been given the waker the task is polled with (`will_wait`).
         polled: bool,
+        // The main task of a run: once its future has returned, the generator and stream
+        // closes it left go on as finalizers (see `hand_over_closes`).
+        main: bool,
     }
 
     impl<F: Future> PinnedDrop for TaskFuture<F> {
@@ -157,7 +160,15 @@ impl<F: Future> TaskFuture<F> {
             ended: None,
             cleanups: Cleanups::None,
             polled: false,
+            main: false,
         }
+    }
+
+    /// A run's main task (see the `main` field).
+    pub(crate) fn main(fut: F, home: Home, ctx: Context) -> Self {
+        let mut task = TaskFuture::new(fut, home, ctx, Slot::Never);
+        task.main = true;
+        task
     }
 
     /// The task's context as it is now (the main task's final context, for the runner).
@@ -203,10 +214,17 @@ impl<F: Future> Future for TaskFuture<F> {
                     Err(payload) => Outcome::PanickedCancelling(payload),
                 }
             } else {
+                let off_loop = matches!(home, Home::Owned(..));
+                if off_loop {
+                    header.set_polling(true);
+                }
                 let polled = catch_unwind(AssertUnwindSafe(|| match fut.as_mut().as_pin_mut() {
                     Some(f) => f.poll(cx),
                     None => Poll::Pending,
                 }));
+                if off_loop {
+                    header.set_polling(false);
+                }
                 match polled {
                     Ok(Poll::Pending) => Outcome::Pending,
                     Ok(Poll::Ready(v)) => Outcome::Ready(v),
@@ -216,6 +234,9 @@ impl<F: Future> Future for TaskFuture<F> {
             if !matches!(outcome, Outcome::Pending) {
                 // Done: drop what is left of the future now, inside the task's context.
                 catch_quietly(|| fut.set(None));
+                if *this.main && matches!(outcome, Outcome::Ready(_)) {
+                    header.set(RETURNED);
+                }
                 *this.ended = Some(outcome);
             }
         }
@@ -224,8 +245,16 @@ impl<F: Future> Future for TaskFuture<F> {
         if !matches!(this.cleanups, Cleanups::None) || new_cleanups.is_some() {
             let new_cleanups = new_cleanups.unwrap_or_default();
             let waiting = std::mem::replace(this.cleanups, Cleanups::None);
-            *this.cleanups =
-                drive_cleanups(waiting, header, own_waker, new_cleanups, &mut guard, cx);
+            let hand_over = *this.main && matches!(this.ended, Some(Outcome::Ready(_)));
+            *this.cleanups = drive_cleanups(
+                waiting,
+                header,
+                own_waker,
+                new_cleanups,
+                hand_over,
+                &mut guard,
+                cx,
+            );
         }
 
         if let (Some(threshold), Some(started)) = (slow_after, started) {
@@ -250,7 +279,8 @@ impl<F: Future> Future for TaskFuture<F> {
                 None
             }
             Some(Outcome::PanickedCancelling(payload)) => {
-                if scope::is_closing() {
+                // The task's loop, not this thread's: a pool task is cancelled on a worker.
+                if header.owner.is_closing() {
                     // The only report of a panic raised while close cancels the task.
                     let ctx = ExceptionContext::new("unhandled panic during runner shutdown")
                         .with_error(panic_message(&*payload))
@@ -292,11 +322,17 @@ fn will_wait<T>(home: &Home, polled: &mut bool, cx: &Cx<'_>) -> Poll<T> {
 /// ones still pending are. Cleanups that these cleanups leave behind join the list. On a worker
 /// thread, the worker runs them beside its other work (`worker_local`) and the task waits for
 /// them; off any loop or worker (a blocking job on a pool thread) they run on the spot.
+///
+/// With `hand_over` (a main task whose future has returned), the generator and stream closes
+/// still pending go on as finalizers of the loop, and the task waits only for its deferred
+/// cleanups: Python runs a generator's `aclose()` as a task of its own, so `main` returns and
+/// close cancels the tasks such a close may wait for (R3.2).
 fn drive_cleanups(
     waiting: Cleanups,
     header: &Header,
     waker: &Waker,
     new: Vec<Cleanup>,
+    hand_over: bool,
     guard: &mut PollGuard<'_>,
     cx: &mut Cx<'_>,
 ) -> Cleanups {
@@ -331,11 +367,19 @@ fn drive_cleanups(
     let mut list = scope.take_task_cleanups(id);
     list.extend(new);
     loop {
-        list.retain_mut(|cleanup| cleanup.as_mut().poll(cx).is_pending());
+        list.retain_mut(|cleanup| Pin::new(cleanup).poll(cx).is_pending());
         match guard.take_cleanups() {
             Some(more) => list.extend(more),
             None => break,
         }
+    }
+    if hand_over {
+        let (closes, finally): (Vec<Cleanup>, Vec<Cleanup>) =
+            list.into_iter().partition(|c| c.what().is_close());
+        for close in closes {
+            scope.spawn_finalizer(close);
+        }
+        list = finally;
     }
     if list.is_empty() {
         return Cleanups::None;

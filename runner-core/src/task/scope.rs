@@ -4,20 +4,90 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::fmt;
 use std::future::Future;
+use std::panic::Location;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
+use std::task::{Context as Cx, Poll};
 use std::time::Duration;
 
 use crate::executor::Executor;
 use crate::header::TaskRef;
-use crate::post::{Job, Post};
+use crate::post::{report_to_this_threads_loop, Post};
+use crate::pruned::Pruned;
 use crate::queue::Inbox;
-use crate::report::{write_to_stderr, ExceptionContext, TaskInfo};
+use crate::report::{source_location, write_to_stderr, ExceptionContext, TaskInfo};
 use crate::task::registry::{Registry, Slot};
 
-/// An async cleanup: a dropped `defer` guard, a closing generator or stream.
-pub(crate) type Cleanup = Pin<Box<dyn Future<Output = ()>>>;
+/// An async cleanup: a dropped `defer` guard's, a generator's close, a finalized stream's
+/// cleanup. Named, so that a report can say which cleanup a close waits for or cut short.
+pub(crate) struct Cleanup {
+    fut: Pin<Box<dyn Future<Output = ()>>>,
+    what: What,
+}
+
+impl Cleanup {
+    pub(crate) fn new(fut: impl Future<Output = ()> + 'static, what: What) -> Cleanup {
+        Cleanup {
+            fut: Box::pin(fut),
+            what,
+        }
+    }
+
+    /// What the cleanup is, for reports.
+    pub(crate) fn what(&self) -> What {
+        self.what
+    }
+}
+
+impl Future for Cleanup {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Cx<'_>) -> Poll<()> {
+        self.fut.as_mut().poll(cx)
+    }
+}
+
+/// Which cleanup, and where its owner was made.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct What {
+    pub(crate) kind: CleanupKind,
+    pub(crate) at: &'static Location<'static>,
+}
+
+/// The kinds of async cleanup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CleanupKind {
+    /// A dropped `defer` guard's cleanup: the dropping task's `finally`.
+    Defer,
+    /// An `AsyncGen`'s close.
+    CloseGenerator,
+    /// A `Finalized` stream's cleanup.
+    CloseStream,
+}
+
+impl What {
+    /// A generator's or a finalized stream's close (Python runs those as tasks of their own),
+    /// not a deferred cleanup.
+    pub(crate) fn is_close(&self) -> bool {
+        self.kind != CleanupKind::Defer
+    }
+}
+
+/// "deferred cleanup created at src/main.rs:4:9", "close of <AsyncGen created at ..>", ...
+impl fmt::Display for What {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let at = source_location(self.at);
+        match self.kind {
+            CleanupKind::Defer => write!(f, "deferred cleanup created at {at}"),
+            CleanupKind::CloseGenerator => write!(f, "close of <AsyncGen created at {at}>"),
+            CleanupKind::CloseStream => {
+                write!(f, "cleanup of <Finalized stream created at {at}>")
+            }
+        }
+    }
+}
 
 /// Something the loop closes at `shutdown_asyncgens`: a generator or a finalized stream.
 pub(crate) trait Closable {
@@ -41,13 +111,11 @@ pub(crate) struct Scope {
     pub(crate) tasks: RefCell<Registry>,
     /// Async cleanups of tasks still running them, by task id.
     cleanups: RefCell<HashMap<u64, Vec<Cleanup>>>,
-    /// Finalizer tasks: close waits for them, never cancels them.
-    pub(crate) finalizers: RefCell<Vec<TaskRef>>,
+    /// Finalizer tasks, and the cleanup each runs: close waits for them, never cancels them.
+    pub(crate) finalizers: RefCell<Pruned<(TaskRef, What)>>,
     /// Generators and finalized streams iterated on this loop, held weakly.
-    pub(crate) asyncgens: RefCell<Vec<Weak<dyn Closable>>>,
+    pub(crate) asyncgens: RefCell<Pruned<Weak<dyn Closable>>>,
     pub(crate) asyncgens_shutdown_called: Cell<bool>,
-    /// Close is cancelling the loop's tasks.
-    pub(crate) closing: Cell<bool>,
     reporter: RefCell<Option<Reporter>>,
     spawn_finalizer: FinalizerSpawner,
 }
@@ -71,7 +139,6 @@ impl Scope {
             finalizers: RefCell::default(),
             asyncgens: RefCell::default(),
             asyncgens_shutdown_called: Cell::new(false),
-            closing: Cell::new(false),
             reporter: RefCell::new(None),
             spawn_finalizer,
         })
@@ -118,9 +185,14 @@ impl Scope {
         all.drain().flat_map(|(_, c)| c).collect()
     }
 
-    /// How many async cleanups tasks are running.
-    pub(crate) fn task_cleanup_count(&self) -> usize {
-        self.cleanups.borrow().values().map(Vec::len).sum()
+    /// The async cleanups task `task_id` is running, named.
+    pub(crate) fn task_cleanups(&self, task_id: u64) -> Vec<What> {
+        let cleanups = self.cleanups.borrow();
+        let list = cleanups
+            .get(&task_id)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        list.iter().map(Cleanup::what).collect()
     }
 
     /// A generator or finalized stream was first iterated on this loop.
@@ -135,11 +207,9 @@ impl Scope {
                 describe()
             )));
         }
-        let mut gens = self.asyncgens.borrow_mut();
-        if gens.len() >= 64 && gens.len().is_power_of_two() {
-            gens.retain(|g| g.strong_count() > 0);
-        }
-        gens.push(what);
+        self.asyncgens
+            .borrow_mut()
+            .push(what, |g| g.strong_count() > 0);
     }
 }
 
@@ -169,18 +239,21 @@ impl Drop for ScopeGuard {
 /// The scope of the loop running on this thread, if any.
 #[inline]
 pub(crate) fn current() -> Option<Rc<Scope>> {
-    CURRENT.with(|c| c.borrow().clone())
+    CURRENT.try_with(|c| c.borrow().clone()).ok().flatten()
 }
 
 #[inline]
 fn with_current<R>(f: impl FnOnce(&Scope) -> R) -> Option<R> {
-    CURRENT.with(|c| c.borrow().as_deref().map(f))
+    CURRENT
+        .try_with(|c| c.borrow().as_deref().map(f))
+        .ok()
+        .flatten()
 }
 
 /// In debug mode, how long a poll may take before it is reported; `None` when debug is off.
 #[inline]
 pub(crate) fn slow_poll_threshold() -> Option<Duration> {
-    SLOW_POLL.with(Cell::get)
+    SLOW_POLL.try_with(Cell::get).ok().flatten()
 }
 
 /// Change the running loop's slow-poll threshold (its debug settings changed).
@@ -188,18 +261,11 @@ pub(crate) fn set_slow_poll_threshold(threshold: Option<Duration>) {
     SLOW_POLL.with(|s| s.set(threshold));
 }
 
-/// True while the running loop's close is cancelling its tasks.
-pub(crate) fn is_closing() -> bool {
-    with_current(|s| s.closing.get()).unwrap_or(false)
-}
-
-/// A task spawned from another thread joins the registry at its first poll; during close it is
-/// cancelled straight away.
+/// A task spawned from another thread joins the registry at its first poll; while close
+/// cancels, its next round gets it.
 pub(crate) fn register_remote(task: TaskRef) -> Slot {
     with_current(|s| {
-        if s.closing.get() {
-            task.cancel();
-        }
+        s.inbox.note_spawn(&task);
         Slot::At(s.tasks.borrow_mut().insert(task, true))
     })
     .unwrap_or(Slot::Never)
@@ -211,24 +277,22 @@ pub(crate) fn deregister(index: usize) {
     with_current(|s| s.tasks.borrow_mut().remove(index));
 }
 
-/// Report `ctx` on the running loop, else on the loop `owner` (posted to its thread), else to
-/// stderr.
+/// Report `ctx` on the running loop, else on the loop `owner` (queued for its thread), else on
+/// the loop this thread reports to (a worker's), else to stderr.
 pub(crate) fn report(owner: Option<&dyn Post>, ctx: ExceptionContext) {
     if let Some(scope) = current() {
         scope.report(ctx);
         return;
     }
-    let job: Job = Box::new(move || match current() {
-        Some(scope) => scope.report(ctx),
-        None => write_to_stderr(&ctx),
-    });
-    match owner {
-        Some(owner) => {
-            if let Err(job) = owner.post(job) {
-                job();
-            }
-        }
-        None => job(),
+    let ctx = match owner {
+        Some(owner) => match owner.report(ctx) {
+            Ok(()) => return,
+            Err(ctx) => ctx,
+        },
+        None => ctx,
+    };
+    if let Err(ctx) = report_to_this_threads_loop(ctx) {
+        write_to_stderr(&ctx);
     }
 }
 

@@ -9,15 +9,22 @@ use std::rc::Rc;
 use crate::context::Context;
 use crate::header::{Header, Runnable, TaskRef};
 use crate::queue::Inbox;
+use crate::refused::drop_refused;
 use crate::task::future::{Home, TaskFuture};
 use crate::task::handle::{Output, Task};
 use crate::task::registry::Slot;
 use crate::task::scope::{self, Cleanup, Scope};
+use crate::task::worker_local;
 
 /// Spawn `fut` on the running event loop, in a copy of the current context.
 ///
+/// Called from a task on the worker pool ([`spawn_send`](crate::spawn_send)), the task runs on
+/// that task's worker thread instead, pinned there (its future need not be `Send`), with every
+/// guarantee a loop task has: close cancels it and waits for it.
+///
 /// # Panics
-/// Outside a running loop (there is nowhere to run the task).
+/// Outside a running loop and its workers (there is nowhere to run the task): on a plain thread,
+/// or in a `to_thread` job.
 ///
 /// ```
 /// runner_core::run(async {
@@ -32,12 +39,45 @@ where
     F: Future + 'static,
     F::Output: 'static,
 {
-    match scope::current() {
-        Some(scope) => spawn_on(&scope, fut, Location::caller(), true),
+    if let Some(scope) = scope::current() {
+        return spawn_on(&scope, fut, Location::caller(), true);
+    }
+    match worker_local::current() {
+        Some(worker) => spawn_pinned(&worker, fut, Location::caller()),
         None => panic!(
-            "runner::spawn() was called outside a running event loop: call it from code running \
-             inside runner::run(), Runner::run() or #[runner::main], or use EventLoop::spawn"
+            "runner::spawn() was called outside a running event loop and its workers: call it \
+             from code running inside runner::run(), Runner::run() or #[runner::main] (or a \
+             task they spawn); from another thread use LoopHandle::spawn, or EventLoop::spawn \
+             with the loop at hand"
         ),
+    }
+}
+
+/// Spawn `fut` on this worker thread, pinned to it (`runner::spawn` in a pool task): a task of
+/// the worker's loop, which close cancels with the pool's. Refused (cancelled at once) once the
+/// worker is stopping.
+fn spawn_pinned<F>(
+    worker: &Rc<worker_local::WorkerLocal>,
+    fut: F,
+    at: &'static Location<'static>,
+) -> Task<F::Output>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    let home_loop = worker.home();
+    let (home, me) = Home::owned(Header::new(None, at, home_loop.owner()));
+    let fut = TaskFuture::new(fut, home, Context::current(), Slot::Never);
+    match worker.spawn_pinned(fut) {
+        Ok(task) => {
+            home_loop.track_off_loop(&me);
+            Task::on_pool(task, me)
+        }
+        Err(fut) => {
+            me.cancel_for_interrupt();
+            drop_refused(Box::new(fut));
+            Task::cancelled(me)
+        }
     }
 }
 
@@ -53,7 +93,22 @@ where
     F: Future + 'static,
     F::Output: 'static,
 {
-    let header = Header::new(None, at, scope.inbox.owner());
+    spawn_task(scope, fut, None, at, cancellable)
+}
+
+/// [`spawn_on`], with a name for the task.
+fn spawn_task<F>(
+    scope: &Scope,
+    fut: F,
+    name: Option<&str>,
+    at: &'static Location<'static>,
+    cancellable: bool,
+) -> Task<F::Output>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    let header = Header::new(name, at, scope.inbox.owner());
     let closed = scope.is_closed();
     // The future knows its registry slot; the entry needs the task's waker, which exists once
     // the task does. Nothing in between spawns, so the slot is still the next one.
@@ -73,6 +128,9 @@ where
     }
     let inserted = scope.tasks.borrow_mut().insert(me.clone(), cancellable);
     debug_assert!(matches!(slot, Slot::At(index) if index == inserted));
+    if cancellable {
+        scope.inbox.note_spawn(&me);
+    }
     runnable.schedule();
     Task::new(task, me)
 }
@@ -87,25 +145,31 @@ fn task_ref<T>(runnable: &Runnable, task: &async_task::Task<T, Header>) -> TaskR
     }
 }
 
-/// A task spawned on a closed loop: cancelled at once, its future dropped without being polled.
+/// A task spawned on a closed loop: cancelled at once, its future dropped without being polled
+/// (not inside another such drop: see `refused`).
 fn never_run<T>(
     runnable: Runnable,
     task: async_task::Task<Option<Output<T>>, Header>,
     me: TaskRef,
 ) -> Task<T> {
     me.cancel_for_interrupt();
-    drop(runnable);
+    drop_refused(Box::new(runnable));
     Task::new(task, me)
 }
 
-/// Run a cleanup that belongs to no task as a task of its own: close waits for it instead of
-/// cancelling it. The loop gives this function to its scope.
-#[track_caller]
+/// Run a cleanup that belongs to no task as a task of its own, named after it: close waits for
+/// it instead of cancelling it. The loop gives this function to its scope.
 pub(crate) fn spawn_finalizer(scope: &Rc<Scope>, cleanup: Cleanup) {
-    let task = spawn_on(scope, cleanup, Location::caller(), false);
-    let mut finalizers = scope.finalizers.borrow_mut();
-    finalizers.retain(|t| !t.is_finished());
-    finalizers.push(task.to_ref());
+    let what = cleanup.what();
+    let name = match what.is_close() {
+        true => "finalizer",
+        false => "deferred cleanup",
+    };
+    let task = spawn_task(scope, cleanup, Some(name), what.at, false);
+    scope
+        .finalizers
+        .borrow_mut()
+        .push((task.to_ref(), what), |(t, _)| !t.is_finished());
 }
 
 /// Spawn a `Send` future on the loop behind `inbox` from any thread; on a closed loop the task
@@ -195,7 +259,7 @@ pub(crate) fn main_task<F: Future>(
     owner: Inbox,
 ) -> (TaskFuture<F>, TaskRef) {
     let (home, task) = Home::owned(Header::new(Some("main"), at, owner.owner()));
-    (TaskFuture::new(fut, home, ctx, Slot::Never), task)
+    (TaskFuture::main(fut, home, ctx), task)
 }
 
 /// How a main task ended.

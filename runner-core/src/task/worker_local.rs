@@ -7,33 +7,49 @@
 //! A pool task whose future leaves cleanups hands them to its worker as one driver task, which
 //! polls them with the pool task current (so cleanups they leave join the list), and the pool
 //! task ends once the driver says [`Done`]. The worker goes on running other pool tasks
-//! meanwhile: a cleanup never blocks it. A worker told to stop finishes its local work first.
+//! meanwhile: a cleanup never blocks it.
+//!
+//! The local executor also runs the `!Send` tasks `runner::spawn` makes on a worker (pinned to
+//! it), and the worker keeps the generators and finalized streams first iterated on it, which
+//! close closes there (R5.4). A worker told to stop finishes its local work first, still running
+//! the pool meanwhile, since that work may wait for pool tasks.
 
 use std::cell::{Cell, RefCell};
 use std::future::{poll_fn, Future};
-use std::rc::Rc;
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as Cx, Poll, Waker};
 
-use async_executor::LocalExecutor;
+use async_executor::{Executor, LocalExecutor};
 use event_listener::Event;
 
 use crate::error::catch_quietly;
 use crate::header::TaskRef;
 use crate::lock::lock;
 use crate::post::{Job, Post};
+use crate::pruned::Pruned;
+use crate::queue::Inbox;
+use crate::report::ExceptionContext;
 use crate::task::current;
-use crate::task::scope::Cleanup;
+use crate::task::scope::{self, Cleanup, Closable};
 
 /// A worker thread's local executor and mailbox.
 pub(crate) struct WorkerLocal {
     executor: LocalExecutor<'static>,
     mailbox: Arc<Mailbox>,
-    /// Local tasks not finished yet (cleanups, finalizers, the mailbox's reader).
+    /// The loop the worker's pool belongs to.
+    home: Inbox,
+    /// Local tasks not finished yet (cleanups, finalizers, pinned tasks, the mailbox's reader).
     outstanding: Cell<usize>,
     /// Notified when `outstanding` drops to zero.
     idle: Event,
+    /// Generators and finalized streams first iterated on this worker, held weakly.
+    asyncgens: RefCell<Pruned<Weak<dyn Closable>>>,
+    asyncgens_shutdown_called: Cell<bool>,
+    /// The worker was told to stop: pinned tasks are refused.
+    stopping: Cell<bool>,
 }
 
 thread_local! {
@@ -75,36 +91,43 @@ impl Mailbox {
 }
 
 impl WorkerLocal {
-    /// Make this thread a worker for the guard's life: its cleanups go to a local executor.
-    pub(crate) fn enter() -> WorkerGuard {
+    /// Make this thread a worker of the loop behind `home` for the guard's life: its cleanups
+    /// go to a local executor.
+    pub(crate) fn enter(home: Inbox) -> WorkerGuard {
         let local = Rc::new(WorkerLocal {
             executor: LocalExecutor::new(),
             mailbox: Arc::new(Mailbox {
                 jobs: Mutex::default(),
                 posted: Event::new(),
             }),
+            home,
             outstanding: Cell::new(0),
             idle: Event::new(),
+            asyncgens: RefCell::default(),
+            asyncgens_shutdown_called: Cell::new(false),
+            stopping: Cell::new(false),
         });
         let mailbox = local.mailbox.clone();
-        local.spawn(Box::pin(async move {
-            loop {
-                let (jobs, closed) = mailbox.take();
-                if jobs.is_empty() {
-                    if closed {
-                        return;
+        local
+            .spawn_counted(async move {
+                loop {
+                    let (jobs, closed) = mailbox.take();
+                    if jobs.is_empty() {
+                        if closed {
+                            return;
+                        }
+                        let listener = mailbox.posted.listen();
+                        if lock(&mailbox.jobs).0.is_empty() {
+                            listener.await;
+                        }
+                        continue;
                     }
-                    let listener = mailbox.posted.listen();
-                    if lock(&mailbox.jobs).0.is_empty() {
-                        listener.await;
+                    for job in jobs {
+                        catch_quietly(job);
                     }
-                    continue;
                 }
-                for job in jobs {
-                    catch_quietly(job);
-                }
-            }
-        }));
+            })
+            .detach();
         let prev = LOCAL.with(|l| l.replace(Some(local.clone())));
         WorkerGuard { local, prev }
     }
@@ -114,30 +137,106 @@ impl WorkerLocal {
         async_io::block_on(self.executor.run(fut))
     }
 
-    /// The worker is stopping: close the mailbox (running what was posted), then run local
-    /// tasks until none is left.
-    pub(crate) fn finish(&self) {
+    /// The worker is stopping: refuse new pinned tasks, close the generators still open here
+    /// and the mailbox (running what was posted), then run local tasks until none is left. The
+    /// pool's tasks run meanwhile too: a cleanup may wait for one (close has cancelled them).
+    pub(crate) fn finish(self: &Rc<Self>, pool: &Executor<'static>) {
+        self.stopping.set(true);
+        self.close_asyncgens(None);
         self.mailbox.close();
-        self.block_on(async {
+        self.block_on(pool.run(async {
             while self.outstanding.get() > 0 {
                 let listener = self.idle.listen();
                 if self.outstanding.get() > 0 {
                     listener.await;
                 }
             }
-        });
+        }));
     }
 
     /// Run `fut` on this worker, counted until it ends or is dropped.
     fn spawn(self: &Rc<Self>, fut: Cleanup) {
+        self.spawn_counted(fut).detach();
+    }
+
+    /// Run `fut` on this worker, pinned to it, counted until it ends or is dropped; `None` once
+    /// the worker is stopping (the future is given back, to be dropped as refused).
+    pub(crate) fn spawn_pinned<F>(self: &Rc<Self>, fut: F) -> Result<async_task::Task<F::Output>, F>
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        match self.stopping.get() {
+            true => Err(fut),
+            false => Ok(self.spawn_counted(fut)),
+        }
+    }
+
+    fn spawn_counted<F>(self: &Rc<Self>, fut: F) -> async_task::Task<F::Output>
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
         self.outstanding.set(self.outstanding.get() + 1);
         let counted = Counted(self.clone());
-        self.executor
-            .spawn(async move {
-                let _counted = counted;
-                fut.await;
-            })
-            .detach();
+        self.executor.spawn(async move {
+            let _counted = counted;
+            fut.await
+        })
+    }
+
+    /// The loop the worker's pool belongs to.
+    pub(crate) fn home(&self) -> &Inbox {
+        &self.home
+    }
+
+    /// A generator or finalized stream was first iterated on this worker.
+    pub(crate) fn register_asyncgen(
+        &self,
+        what: Weak<dyn Closable>,
+        describe: &dyn Fn() -> String,
+    ) {
+        if self.asyncgens_shutdown_called.get() {
+            scope::report(
+                Some(&*self.home.owner()),
+                ExceptionContext::new(format!(
+                    "asynchronous generator was scheduled after shutdown_asyncgens(): {}",
+                    describe()
+                )),
+            );
+        }
+        self.asyncgens
+            .borrow_mut()
+            .push(what, |g| g.strong_count() > 0);
+    }
+
+    /// Close every generator and finalized stream still open on this worker, all at once, as
+    /// local work (R5.4); `signal` is dropped once all are closed.
+    fn close_asyncgens(self: &Rc<Self>, signal: Option<DoneGuard>) {
+        self.asyncgens_shutdown_called.set(true);
+        let gens = self.asyncgens.borrow_mut().take();
+        let mut closing: Vec<Cleanup> = gens
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter_map(|g| g.close_now())
+            .collect();
+        let Some(first) = closing.first().map(Cleanup::what) else {
+            return;
+        };
+        let all = poll_fn(move |cx| {
+            closing.retain_mut(|c| Pin::new(c).poll(cx).is_pending());
+            match closing.is_empty() {
+                true => Poll::Ready(()),
+                false => Poll::Pending,
+            }
+        });
+        self.spawn(Cleanup::new(
+            async move {
+                let _signal = signal;
+                all.await;
+            },
+            first,
+        ));
     }
 
     /// Where other threads post jobs for this worker.
@@ -165,6 +264,13 @@ pub(crate) struct WorkerGuard {
     prev: Option<Rc<WorkerLocal>>,
 }
 
+impl WorkerGuard {
+    /// See [`WorkerLocal::finish`].
+    pub(crate) fn finish(&self, pool: &Executor<'static>) {
+        self.local.finish(pool);
+    }
+}
+
 impl std::ops::Deref for WorkerGuard {
     type Target = WorkerLocal;
 
@@ -183,6 +289,19 @@ impl Drop for WorkerGuard {
 /// The worker this thread is, if it is one.
 pub(crate) fn current() -> Option<Rc<WorkerLocal>> {
     LOCAL.try_with(|l| l.borrow().clone()).ok().flatten()
+}
+
+/// Close the generators and finalized streams open on the worker behind `mailbox` (close's
+/// second step, R2.2): `Some` wait that ends when they are closed; `None` if the worker has
+/// stopped taking jobs.
+pub(crate) fn close_asyncgens_on(mailbox: &dyn Post) -> Option<Arc<Done>> {
+    let done = Arc::new(Done::default());
+    let signal = DoneGuard(done.clone());
+    let job: Job = Box::new(move || match current() {
+        Some(local) => local.close_asyncgens(Some(signal)),
+        None => drop(signal),
+    });
+    mailbox.post(job).ok().map(|()| done)
 }
 
 /// Run a cleanup that belongs to no task on this worker. Gives it back if this thread is not a
@@ -209,31 +328,33 @@ pub(crate) fn drive_task_cleanups(
     };
     let done = Arc::new(Done::default());
     let signal = DoneGuard(done.clone());
-    local.spawn(Box::pin(async move {
-        let _signal = signal;
-        poll_fn(|cx| {
-            let entered = current::enter(task.header(), Some(task.waker()));
-            // Cleanups are `guarded` and do not unwind; were one to, the task must still stop
-            // being current before this returns.
-            let polled = catch_quietly(|| loop {
-                list.retain_mut(|cleanup| cleanup.as_mut().poll(cx).is_pending());
-                match current::take_cleanups(entered.start) {
-                    Some(more) => list.extend(more),
-                    None => break,
+    local
+        .spawn_counted(async move {
+            let _signal = signal;
+            poll_fn(|cx| {
+                let entered = current::enter(task.header(), Some(task.waker()));
+                // Cleanups are `guarded` and do not unwind; were one to, the task must still stop
+                // being current before this returns.
+                let polled = catch_quietly(|| loop {
+                    list.retain_mut(|cleanup| Pin::new(cleanup).poll(cx).is_pending());
+                    match current::take_cleanups(entered.start) {
+                        Some(more) => list.extend(more),
+                        None => break,
+                    }
+                });
+                let late = current::leave(&entered);
+                if polled.is_none() {
+                    list.clear();
                 }
-            });
-            let late = current::leave(&entered);
-            if polled.is_none() {
-                list.clear();
-            }
-            list.extend(late.unwrap_or_default());
-            match list.is_empty() {
-                true => Poll::Ready(()),
-                false => Poll::Pending,
-            }
+                list.extend(late.unwrap_or_default());
+                match list.is_empty() {
+                    true => Poll::Ready(()),
+                    false => Poll::Pending,
+                }
+            })
+            .await;
         })
-        .await;
-    }));
+        .detach();
     Ok(done)
 }
 

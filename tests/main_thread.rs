@@ -1,7 +1,8 @@
-//! What runs when a thread or the process exits: the values of a thread's own context (and what
-//! their destructors do) are dropped by the thread's destructors, where a panic aborts the
-//! process. Each scenario runs in a child process, on that process's main thread (this test has
-//! no harness), and is checked by its exit status and output.
+//! What happens on a process's main thread: its destructors run at process exit (where a panic
+//! aborts the process), and a runner there handles Ctrl-C, which changes what close says. Each
+//! scenario runs in a child process, on that process's main thread (this test has no harness),
+//! and is checked by its exit status and output. (Ctrl-C itself, with real signals, is
+//! `tests/ctrl_c.rs`.)
 
 use std::process::Command;
 
@@ -62,6 +63,17 @@ fn scenario(name: &str) {
             runner::run(async { REQUEST_ID.set(8) }).expect("the run ends");
             println!("main returns");
         }
+        // Issue 23, item 15: close waits more than a second (for a `to_thread` job) with no
+        // Ctrl-C pressed: its notice says a Ctrl-C stops the waiting, not "press Ctrl-C again".
+        "close_notice_without_ctrl_c" => {
+            runner::run(async {
+                drop(runner::to_thread(|| {
+                    std::thread::sleep(std::time::Duration::from_millis(1500))
+                }));
+            })
+            .expect("the run ends");
+            println!("closed");
+        }
         other => panic!("no scenario {other}"),
     }
 }
@@ -70,6 +82,9 @@ struct Expect {
     scenario: &'static str,
     /// Lines stdout must hold, in this order.
     lines: &'static [&'static str],
+    /// Text stderr must hold, and text it must not.
+    stderr: &'static [&'static str],
+    not_stderr: &'static [&'static str],
 }
 
 const EXPECT: &[Expect] = &[
@@ -80,6 +95,8 @@ const EXPECT: &[Expect] = &[
             "dropped: saw request id Some(0), reset false",
             "thread joined: true",
         ],
+        stderr: &[],
+        not_stderr: &[],
     },
     Expect {
         scenario: "process_exit",
@@ -88,6 +105,18 @@ const EXPECT: &[Expect] = &[
             "dropped: saw request id Some(0), reset false",
             "dropped: saw request id Some(0), reset false",
         ],
+        stderr: &[],
+        not_stderr: &[],
+    },
+    Expect {
+        scenario: "close_notice_without_ctrl_c",
+        lines: &["closed"],
+        stderr: &[
+            "runner: still closing after 1 s, waiting for:",
+            "a to_thread job started at tests/main_thread.rs:",
+            "press Ctrl-C to stop waiting",
+        ],
+        not_stderr: &["again"],
     },
 ];
 
@@ -116,6 +145,15 @@ fn main() {
                 }
             }
         }
+        let missing = missing
+            .or_else(|| expect.stderr.iter().copied().find(|t| !stderr.contains(t)))
+            .or_else(|| {
+                expect
+                    .not_stderr
+                    .iter()
+                    .copied()
+                    .find(|t| stderr.contains(t))
+            });
         let ok = child.status.success() && missing.is_none();
         println!(
             "exit scenario {} ... {}",
@@ -124,7 +162,7 @@ fn main() {
         );
         if !ok {
             failures.push(format!(
-                "{}: status {:?}, missing {missing:?}\n--- stdout\n{stdout}--- stderr\n{stderr}",
+                "{}: status {:?}, missing or unwanted {missing:?}\n--- stdout\n{stdout}--- stderr\n{stderr}",
                 expect.scenario, child.status
             ));
         }
