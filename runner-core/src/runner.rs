@@ -331,7 +331,6 @@ fn close_loop(
             interrupt: sigint.as_ref().map(|s| s.interrupt()),
             notice_at: Instant::now() + NOTICE_AFTER,
             shown: Cell::new(false),
-            timeout,
             deadline,
             cut_short: RefCell::new(Vec::new()),
         };
@@ -339,11 +338,12 @@ fn close_loop(
         // Tasks spawned from here to the end of step 2 are cancelled in further rounds.
         inbox.set_closing(true);
         // 1. Cancel every pending task, and wait for them.
-        let _ = waiting.step(work.tasks, lp.cancel_all_tasks())
+        let _ = waiting.step(work.tasks, Some(timeout), lp.cancel_all_tasks())
             // 2. Close the async generators still open, and wait for scheduled cleanups; the
             //    tasks their closes spawn are cancelled.
             && waiting.step(
                 work.tasks || work.asyncgens,
+                Some(timeout),
                 lp.shutdown_asyncgens().or(lp.cancel_spawned_in_close()),
             )
             && {
@@ -351,9 +351,10 @@ fn close_loop(
                 true
             }
             // 3. Join the default executor's threads, then the worker threads (each finishing
-            //    the cleanups made on it), for at most `timeout` each.
-            && waiting.step(work.executor, lp.shutdown_default_executor(Some(timeout)))
-            && waiting.step(work.workers, lp.shutdown_workers(timeout));
+            //    the cleanups made on it): each bounds itself by `timeout`, and reports its own
+            //    overrun (R2.3).
+            && waiting.step(work.executor, None, lp.shutdown_default_executor(Some(timeout)))
+            && waiting.step(work.workers, None, lp.shutdown_workers(timeout));
         inbox.set_closing(false);
         closed.interrupted = waiting.interrupt.is_some_and(|i| i.is_aborted());
         closed.cut_short = waiting.cut_short.take();
@@ -376,8 +377,6 @@ struct Waiting<'a> {
     /// When close says what it still waits for, if it still waits.
     notice_at: Instant,
     shown: Cell<bool>,
-    /// How long each step may wait.
-    timeout: Duration,
     /// When every step stops waiting.
     deadline: Option<Instant>,
     cut_short: RefCell<Vec<String>>,
@@ -393,17 +392,23 @@ enum Step {
 }
 
 impl Waiting<'_> {
-    /// Run one waiting step of close if `needed`, for at most the step's time; false if close
-    /// must wait no more (Ctrl-C, or the deadline passed).
-    fn step<F: Future<Output = ()>>(&self, needed: bool, step: F) -> bool {
+    /// Run one waiting step of close if `needed`, for at most `timeout` (none: a step that
+    /// bounds itself) and until the deadline; false if close must wait no more (Ctrl-C, or the
+    /// deadline passed).
+    fn step<F: Future<Output = ()>>(
+        &self,
+        needed: bool,
+        timeout: Option<Duration>,
+        step: F,
+    ) -> bool {
         if !needed {
             return true;
         }
         let lp = self.lp;
         let started = Instant::now();
-        let limit = match self.deadline {
-            Some(deadline) => deadline.min(started + self.timeout),
-            None => started + self.timeout,
+        let limit = match (self.deadline, timeout.map(|t| started + t)) {
+            (Some(deadline), Some(limit)) => Some(deadline.min(limit)),
+            (deadline, limit) => deadline.or(limit),
         };
         let heading = "still closing after 1 s";
         let notice = async {
@@ -422,7 +427,10 @@ impl Waiting<'_> {
             // The loop runs at least once, so that the cancellations the step has asked for
             // take effect even when its time has already run out (a test that overran).
             crate::time::yield_now().await;
-            async_io::Timer::at(limit).await;
+            match limit {
+                Some(limit) => async_io::Timer::at(limit).await,
+                None => std::future::pending().await,
+            };
             // Read while the step still waits: its end lets go of what it waits for.
             Step::TimedOut(lp.pending_work(None))
         };
