@@ -28,6 +28,7 @@ use crate::header::{Header, Runnable};
 use crate::lock::lock;
 use crate::post::{Post, ReportTo};
 use crate::refused::drop_refused;
+use crate::time::Sleep;
 
 /// A `Send` handle to a loop's pool. Once the pool is shut down, jobs are cancelled at once.
 #[derive(Clone)]
@@ -148,7 +149,7 @@ impl DefaultExecutor {
             Some(t) => {
                 joined
                     .or(async {
-                        async_io::Timer::after(t).await;
+                        Sleep::new(t).await;
                         false
                     })
                     .await

@@ -19,7 +19,8 @@
 //!
 //! One driver task per loop runs them: it is woken when a callback is queued, runs the ones that
 //! were queued before it started (callbacks queued meanwhile wait for the next round, so tasks get
-//! their turn), and keeps one `async_io::Timer` set to the earliest `call_later` deadline.
+//! their turn), and keeps one timer (the loop's own, `time::Sleep`) set to the earliest
+//! `call_later` deadline.
 
 use std::cell::{Cell, RefCell};
 use std::cmp::Ordering as CmpOrdering;
@@ -35,13 +36,12 @@ use std::time::{Duration, Instant};
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use async_io::Timer;
-
 use crate::context::Context;
 use crate::error::{drop_quietly, panic_message};
 use crate::queue::Inbox;
 use crate::report::{source_location, ExceptionContext};
 use crate::task::scope;
+use crate::time::{far_future, Sleep};
 
 /// The most callbacks (and, separately, jobs posted from other threads) one round of the loop's
 /// driver runs before the loop's tasks, timers and I/O get their turn.
@@ -109,7 +109,7 @@ impl Ord for Timed {
 pub(crate) struct Callbacks {
     ready: RefCell<VecDeque<Callback>>,
     timers: RefCell<BinaryHeap<Timed>>,
-    timer: RefCell<Option<Timer>>,
+    timer: RefCell<Option<Sleep>>,
     seq: Cell<u64>,
 }
 
@@ -198,8 +198,8 @@ impl Callbacks {
         match next {
             None => *timer = None,
             Some(when) => {
-                let timer = timer.get_or_insert_with(|| Timer::at(when));
-                timer.set_at(when);
+                let timer = timer.get_or_insert_with(|| Sleep::until(when));
+                timer.reset(when);
                 if Pin::new(timer).poll(cx).is_ready() {
                     cx.waker().wake_by_ref();
                 }
@@ -221,11 +221,6 @@ impl Callbacks {
             }
         }
     }
-}
-
-/// For a delay too long to represent: about thirty years from now.
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(86_400 * 365 * 30)
 }
 
 /// Run one callback: catch its panic, time it in debug mode. `scheduled_at` is where a

@@ -1,5 +1,5 @@
 //! The loop's task executor: a first-in first-out run queue of `async_task` runnables, run on
-//! the loop's thread inside `async_io::block_on`.
+//! the loop's thread inside runner's `block_on` (`driver::park`).
 //!
 //! ```
 //! // Internal: every task spawned on a loop runs here.
@@ -109,7 +109,7 @@ impl Executor {
     }
 
     /// A future that polls `main`, and runs the queued tasks between its polls, until `main`
-    /// completes. Drive it with `async_io::block_on`.
+    /// completes. Drive it with `driver::park::block_on`.
     pub(crate) fn run<F: Future>(&self, main: F) -> Run<'_, F> {
         Run {
             active: ActiveGuard::enter(self),

@@ -31,9 +31,11 @@
 //!
 //! 1. `lock`, `process`, `error`, `report`, `post`, `pruned`, `refused`, `context_map`,
 //!    `context_cache`, `context`, `debug`, `time`: the leaves.
-//! 2. `header` (what every task's allocation carries, and `TaskRef`), then `queue`, `executor`,
-//!    `blocking`: running tasks and blocking jobs.
-//! 3. `task`: tasks, the per-loop scope they use, and async cleanup scheduling.
+//! 2. `driver` (the loop's I/O driver and timers, and `block_on`), `header` (what every task's
+//!    allocation carries, and `TaskRef`), then `queue`, `executor`, `blocking`: running tasks
+//!    and blocking jobs.
+//! 3. `net` (sockets on the loop's driver), `task`: tasks, the per-loop scope they use, and
+//!    async cleanup scheduling.
 //! 4. `defer`, `kept_stream` (a stream kept on the thread that made it, usable from any),
 //!    `asyncgen`, `finalize`, `callback`, `signal`, `workers`: built on tasks.
 //! 5. `event_loop`: the loop.
@@ -57,6 +59,7 @@ mod context_cache;
 mod context_map;
 mod debug;
 mod defer;
+mod driver;
 mod error;
 mod event_loop;
 mod executor;
@@ -66,6 +69,7 @@ mod header;
 mod interim_sigint;
 mod kept_stream;
 mod lock;
+pub mod net;
 mod post;
 mod process;
 mod pruned;

@@ -15,6 +15,7 @@ use std::task::Waker;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::driver::{Reactor, ReactorHome};
 use crate::header::{Header, Runnable, TaskRef};
 use crate::lock::lock;
 use crate::post::{Job, Post};
@@ -63,6 +64,14 @@ pub(crate) struct Remote {
     off_loop: Mutex<Pruned<TaskRef>>,
     /// Tasks spawned while close cancels, for its next round, and who to wake for them.
     spawned_in_close: Mutex<(Vec<TaskRef>, Option<Waker>)>,
+    /// The loop's timers and I/O driver, shared with its worker threads.
+    reactor: Reactor,
+}
+
+impl ReactorHome for Remote {
+    fn reactor(&self) -> &Reactor {
+        &self.reactor
+    }
 }
 
 #[derive(Default)]
@@ -91,6 +100,7 @@ impl Remote {
             closing: AtomicBool::new(false),
             off_loop: Mutex::new(Pruned::new()),
             spawned_in_close: Mutex::default(),
+            reactor: Reactor::new(),
         })
     }
 
@@ -294,6 +304,17 @@ impl Inbox {
 
     /// The loop as its tasks' headers keep it.
     pub(crate) fn owner(&self) -> Arc<dyn Post> {
+        self.0.clone()
+    }
+
+    /// The loop has closed: operations on its sockets fail from now on (R2.4).
+    pub(crate) fn shutdown_io(&self) {
+        self.0.reactor.shutdown();
+    }
+
+    /// The loop's timers and I/O driver, as the threads that run it and the sockets and timers
+    /// made on it keep them.
+    pub(crate) fn reactor_home(&self) -> Arc<dyn ReactorHome> {
         self.0.clone()
     }
 

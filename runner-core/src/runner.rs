@@ -428,7 +428,7 @@ impl Waiting<'_> {
             // take effect even when its time has already run out (a test that overran).
             crate::time::yield_now().await;
             match limit {
-                Some(limit) => async_io::Timer::at(limit).await,
+                Some(limit) => crate::time::Sleep::until(limit).await,
                 None => std::future::pending().await,
             };
             // Read while the step still waits: its end lets go of what it waits for.

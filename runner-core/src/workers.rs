@@ -54,6 +54,7 @@ use crate::task::registry::Slot;
 use crate::task::scope;
 use crate::task::spawn::spawn_on;
 use crate::task::worker_local::{close_asyncgens_on, Done, WorkerLocal};
+use crate::time::Sleep;
 
 /// How long close waits for the worker threads to exit once their tasks are done: a worker
 /// still inside a poll after that is stuck in it.
@@ -257,7 +258,7 @@ impl Workers {
                 true
             };
             let timed_out = async {
-                async_io::Timer::at(deadline).await;
+                Sleep::until(deadline).await;
                 false
             };
             if !exited.or(timed_out).await {

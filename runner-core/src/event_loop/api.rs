@@ -1,4 +1,4 @@
-//! The event loop: a single-thread executor of tasks driven by `async_io::block_on` on one
+//! The event loop: a single-thread executor of tasks driven by runner's own `block_on` on one
 //! thread, plus the callbacks, the default executor and the exception handler around it
 //! (Python's `asyncio.AbstractEventLoop`).
 //!

@@ -8,6 +8,7 @@ use std::panic::{resume_unwind, Location};
 use std::pin::pin;
 
 use crate::context::Context;
+use crate::driver::park::block_on;
 use crate::error::RunError;
 use crate::event_loop::api::EventLoop;
 use crate::signal;
@@ -75,13 +76,17 @@ impl EventLoop {
         }
         let _running = RunningGuard::enter(self);
         let mut run = pin!(self.inner.scope.executor.run(fut));
-        Ok(async_io::block_on(poll_fn(|cx| {
-            let poll = run.as_mut().poll(cx);
-            if poll.is_pending() {
-                signal::before_wait();
-            }
-            poll
-        })))
+        let home = self.inner.scope.inbox.reactor_home();
+        Ok(block_on(
+            Some(home),
+            poll_fn(|cx| {
+                let poll = run.as_mut().poll(cx);
+                if poll.is_pending() {
+                    signal::before_wait();
+                }
+                poll
+            }),
+        ))
     }
 }
 

@@ -17,6 +17,7 @@ use crate::queue::Inbox;
 use crate::report::{source_location, write_stderr, write_to_stderr, ExceptionContext};
 use crate::signal::{self, Interrupt};
 use crate::task::cleanup::{is_abandoning, run_now_until};
+use crate::time::Sleep;
 use crate::workers::JOIN_WAIT;
 
 /// How many rounds close cancels tasks in: the first cancels the tasks pending when close
@@ -312,7 +313,7 @@ impl EventLoop {
         interrupt: Option<&Interrupt>,
         shown: &Cell<bool>,
     ) {
-        async_io::Timer::at(deadline).await;
+        Sleep::until(deadline).await;
         if !shown.replace(true) {
             let mut text = self.describe_pending(&format!("runner: {heading}, waiting for"), main);
             match interrupt.map(|i| i.presses() > 0 || signal::was_pressed()) {
@@ -350,6 +351,8 @@ impl EventLoop {
         }
         inbox.forget_off_loop();
         self.inner.drop_tasks(driver);
+        // Sockets its tasks held were closed with them; others fail from now on.
+        inbox.shutdown_io();
         // Cleanups the torn-down tasks were still running have no loop left: finish them now,
         // for at most a second (a loop closed by hand waits no longer for its workers either).
         let cleanups = self.inner.scope.drain_task_cleanups();
@@ -391,6 +394,7 @@ impl Drop for LoopInner {
         self.scope.inbox.forget_off_loop();
         let driver = self.scope.inbox.close_jobs();
         self.drop_tasks(driver);
+        self.scope.inbox.shutdown_io();
         for ctx in self.scope.inbox.take_reports(true) {
             write_to_stderr(&ctx);
         }

@@ -17,11 +17,13 @@ use futures_lite::FutureExt;
 use pin_project_lite::pin_project;
 
 use crate::context::Context;
+use crate::driver::park::block_on;
 use crate::error::{drop_quietly, panic_message};
 use crate::report::{write_stderr, ExceptionContext};
 use crate::task::current::push_cleanup;
 use crate::task::scope::{self, Cleanup, Closable, Scope, What};
 use crate::task::worker_local;
+use crate::time::Sleep;
 
 /// Schedule an async cleanup so that it runs exactly once: as part of the task being polled,
 /// else on the running loop, else on `home` (the loop it belongs to) if still open, else on this
@@ -119,11 +121,10 @@ pub(crate) fn run_now_until(mut cleanups: Vec<Cleanup>, deadline: Option<Instant
                 false => Poll::Pending,
             }
         });
+        // On the spot: no loop runs here (a timer falls back to async-io's).
         match deadline {
-            None => async_io::block_on(all),
-            Some(deadline) => async_io::block_on(all.or(async {
-                async_io::Timer::at(deadline).await;
-            })),
+            None => block_on(None, all),
+            Some(deadline) => block_on(None, all.or(Sleep::until(deadline))),
         }
         if cleanups.is_empty() {
             return;

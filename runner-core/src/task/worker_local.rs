@@ -25,6 +25,7 @@ use std::task::{Context as Cx, Poll, Waker};
 use async_executor::{Executor, LocalExecutor};
 use event_listener::Event;
 
+use crate::driver::park::block_on;
 use crate::error::catch_quietly;
 use crate::header::TaskRef;
 use crate::lock::lock;
@@ -132,9 +133,10 @@ impl WorkerLocal {
         WorkerGuard { local, prev }
     }
 
-    /// Run `fut` to completion on this thread, running local tasks meanwhile.
+    /// Run `fut` to completion on this thread, running local tasks meanwhile; idle, the thread
+    /// waits on the loop's reactor (I/O and timers) like the loop's own thread.
     pub(crate) fn block_on<T>(&self, fut: impl Future<Output = T>) -> T {
-        async_io::block_on(self.executor.run(fut))
+        block_on(Some(self.home.reactor_home()), self.executor.run(fut))
     }
 
     /// The worker is stopping: refuse new pinned tasks, close the generators still open here

@@ -1,0 +1,177 @@
+//! A loop's I/O driver: its poller and the sources registered with it. Any thread of the loop
+//! (the loop's own, a worker) may be the one waiting for events; the others park until woken.
+
+use std::io;
+use std::sync::{Arc, Mutex, TryLockError};
+use std::time::Duration;
+
+use crate::driver::poller::{EventBuffer, IoSource, Poller, Ready};
+use crate::driver::source::Source;
+use crate::lock::lock;
+
+/// Registered sources, by slab slot; a key is the slot and the slot's generation, so that an
+/// event for a source deregistered meanwhile cannot reach the one that took its slot.
+#[derive(Default)]
+struct Slab {
+    slots: Vec<(u32, Option<Arc<Source>>)>,
+    free: Vec<usize>,
+}
+
+const SLOT_BITS: u32 = 32;
+
+fn key(slot: usize, generation: u32) -> usize {
+    (generation as usize) << SLOT_BITS | slot
+}
+
+fn slot_of(key: usize) -> (usize, u32) {
+    (key & ((1 << SLOT_BITS) - 1), (key >> SLOT_BITS) as u32)
+}
+
+/// What the thread waiting for events keeps between waits.
+struct Waiting {
+    buffer: EventBuffer,
+    ready: Vec<Ready>,
+    sources: Vec<(Arc<Source>, Ready)>,
+}
+
+/// See the module documentation.
+pub(crate) struct Driver {
+    poller: Poller,
+    sources: Mutex<Slab>,
+    /// Held by the thread waiting for events: the one lock decides who waits.
+    waiting: Mutex<Waiting>,
+}
+
+impl Driver {
+    pub(crate) fn new() -> io::Result<Driver> {
+        Ok(Driver {
+            poller: Poller::new()?,
+            sources: Mutex::default(),
+            waiting: Mutex::new(Waiting {
+                buffer: EventBuffer::new(),
+                ready: Vec::new(),
+                sources: Vec::new(),
+            }),
+        })
+    }
+
+    /// Watch `io` (non-blocking already) from now until it is deregistered.
+    ///
+    /// # Safety
+    /// `io` must stay open until [`deregister`](Self::deregister) is called with it.
+    #[allow(unsafe_code)]
+    pub(crate) unsafe fn register<S: IoSource>(&self, io: &S) -> io::Result<Arc<Source>> {
+        let source = {
+            let mut slab = lock(&self.sources);
+            let slot = match slab.free.pop() {
+                Some(slot) => slot,
+                None => {
+                    slab.slots.push((0, None));
+                    slab.slots.len() - 1
+                }
+            };
+            let entry = &mut slab.slots[slot];
+            entry.0 = entry.0.wrapping_add(1);
+            let source = Arc::new(Source::new(key(slot, entry.0)));
+            entry.1 = Some(source.clone());
+            source
+        };
+        // SAFETY: the caller keeps `io` open until it is deregistered.
+        if let Err(err) = unsafe { self.poller.add(io, source.key) } {
+            self.forget(&source);
+            return Err(err);
+        }
+        Ok(source)
+    }
+
+    /// Stop watching `io`, registered as `source` (before its descriptor is closed).
+    pub(crate) fn deregister<S: IoSource>(&self, source: &Source, io: &S) {
+        let _ = self.poller.delete(io);
+        self.forget(source);
+    }
+
+    fn forget(&self, source: &Source) {
+        let (slot, generation) = slot_of(source.key);
+        let removed = {
+            let mut slab = lock(&self.sources);
+            match slab.slots.get_mut(slot) {
+                Some(entry) if entry.0 == generation => {
+                    let removed = entry.1.take();
+                    slab.free.push(slot);
+                    removed
+                }
+                _ => None,
+            }
+        };
+        drop(removed);
+    }
+
+    /// One-shot platforms: ask again for the directions `source` (registered for `io`) wants,
+    /// when a task is about to wait for one (edge-triggered platforms: nothing to do).
+    pub(crate) fn rearm<S: IoSource>(&self, source: &Source, io: &S) {
+        let (read, write) = source.wanted();
+        self.poller.rearm(io, source.key, read, write);
+    }
+
+    /// Wake the thread waiting for events (or the next one to wait).
+    pub(crate) fn notify(&self) {
+        self.poller.notify();
+    }
+
+    /// If no other thread waits for events now: wait for them, at most `timeout` (zero: just
+    /// look), call `awake` (the thread no longer waits: a wake-up need not notify it), and
+    /// deliver the events to their sources' tasks; true then. False at once if another thread
+    /// waits: the caller parks instead.
+    pub(crate) fn turn(&self, timeout: Option<Duration>, awake: impl FnOnce()) -> bool {
+        let mut waiting = match self.waiting.try_lock() {
+            Ok(waiting) => waiting,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return false,
+        };
+        let Waiting {
+            buffer,
+            ready,
+            sources,
+        } = &mut *waiting;
+        ready.clear();
+        let waited = self.poller.wait(buffer, timeout, ready);
+        awake();
+        if waited.is_err() {
+            // Not a condition a retry mends (the poller's descriptor is broken): the waits
+            // become short sleeps, and timers still fire.
+            let nap = Duration::from_millis(10);
+            std::thread::sleep(timeout.map_or(nap, |t| t.min(nap)));
+            return true;
+        }
+        if ready.is_empty() {
+            return true;
+        }
+        {
+            let slab = lock(&self.sources);
+            for event in ready.iter() {
+                let (slot, generation) = slot_of(event.key);
+                if let Some((g, Some(source))) = slab.slots.get(slot) {
+                    if *g == generation {
+                        sources.push((source.clone(), *event));
+                    }
+                }
+            }
+        }
+        // Delivered outside the lock: waking a task is someone else's code.
+        for (source, event) in sources.drain(..) {
+            source.set_ready(event);
+        }
+        true
+    }
+
+    /// The loop is closing: every source's operations fail from now on.
+    pub(crate) fn shutdown(&self) {
+        let sources: Vec<Arc<Source>> = {
+            let slab = lock(&self.sources);
+            slab.slots.iter().filter_map(|(_, s)| s.clone()).collect()
+        };
+        for source in sources {
+            source.shutdown();
+        }
+    }
+}

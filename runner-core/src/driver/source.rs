@@ -1,0 +1,256 @@
+//! One registered I/O source (a socket): what readiness the driver has seen for it, and the
+//! tasks waiting for more. Modelled on tokio's `ScheduledIo`: readiness is kept per direction
+//! with a tick, the count of events the driver has delivered, so that an operation that found a
+//! direction not ready after all (`WouldBlock`) clears it only if no event came in meanwhile: a
+//! stale event cannot clear a fresh one.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::task::{Context as Cx, Poll, Waker};
+
+use crate::driver::poller::Ready;
+use crate::lock::lock;
+
+/// A direction of I/O.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Direction {
+    Read,
+    Write,
+}
+
+/// Readiness bits, in the low half of the state word.
+const READABLE: usize = 1;
+const WRITABLE: usize = 2;
+/// The source hung up or failed: reads and writes no longer block (they say what happened).
+const CLOSED: usize = 4;
+/// The driver is gone (its runner closed): every operation fails at once.
+const SHUTDOWN: usize = 8;
+/// The peer shut down its side: reads no longer block (they give the end of the stream). Never
+/// cleared, so that a read shorter than its buffer, which clears `READABLE`, cannot hide an end
+/// of stream that arrived with the data.
+const READ_CLOSED: usize = 16;
+/// The tick: the high bits.
+const TICK_SHIFT: u32 = 16;
+
+impl Direction {
+    fn bit(self) -> usize {
+        match self {
+            Direction::Read => READABLE,
+            Direction::Write => WRITABLE,
+        }
+    }
+}
+
+/// What [`Source::poll_ready`] found: the tick it was seen at, for [`Source::clear`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ReadyEvent {
+    tick: usize,
+    direction: Direction,
+    /// The driver is gone: the operation must fail, not wait.
+    pub(crate) is_shutdown: bool,
+}
+
+/// See the module documentation.
+pub(crate) struct Source {
+    pub(crate) key: usize,
+    /// | tick | SHUTDOWN | CLOSED | WRITABLE | READABLE |
+    state: AtomicUsize,
+    /// The tasks waiting for each direction: every one is woken by its direction's next event
+    /// (two tasks may wait on one socket, say two `send_to` on a shared `UdpSocket`).
+    waiters: Mutex<[Vec<Waker>; 2]>,
+}
+
+impl Source {
+    pub(crate) fn new(key: usize) -> Source {
+        Source {
+            key,
+            state: AtomicUsize::new(0),
+            waiters: Mutex::default(),
+        }
+    }
+
+    /// The driver saw `ready` for this source: note it (a new tick) and wake who waits.
+    pub(crate) fn set_ready(&self, ready: Ready) {
+        let mut bits = 0;
+        if ready.readable {
+            bits |= READABLE;
+        }
+        if ready.writable {
+            bits |= WRITABLE;
+        }
+        if ready.closed {
+            bits |= CLOSED | READABLE | WRITABLE;
+        }
+        if ready.read_closed {
+            bits |= READ_CLOSED | READABLE;
+        }
+        let _ = self
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| {
+                let tick = (state >> TICK_SHIFT).wrapping_add(1);
+                Some((tick << TICK_SHIFT) | (state & 0xffff) | bits)
+            });
+        let readable = ready.readable || ready.read_closed || ready.closed;
+        self.wake(readable, ready.writable || ready.closed);
+    }
+
+    /// The driver is gone: every operation, waiting or to come, fails.
+    pub(crate) fn shutdown(&self) {
+        self.state.fetch_or(SHUTDOWN, Ordering::AcqRel);
+        self.wake(true, true);
+    }
+
+    fn wake(&self, read: bool, write: bool) {
+        let (readers, writers) = {
+            let mut waiters = lock(&self.waiters);
+            let readers = match read {
+                true => std::mem::take(&mut waiters[0]),
+                false => Vec::new(),
+            };
+            let writers = match write {
+                true => std::mem::take(&mut waiters[1]),
+                false => Vec::new(),
+            };
+            (readers, writers)
+        };
+        // Outside the lock: a waker is someone else's code.
+        for waker in readers.into_iter().chain(writers) {
+            waker.wake();
+        }
+    }
+
+    fn event(&self, state: usize, direction: Direction) -> Option<ReadyEvent> {
+        let is_shutdown = state & SHUTDOWN != 0;
+        let lasting = match direction {
+            Direction::Read => CLOSED | READ_CLOSED,
+            Direction::Write => CLOSED,
+        };
+        let ready = state & (direction.bit() | lasting) != 0;
+        (ready || is_shutdown).then_some(ReadyEvent {
+            tick: state >> TICK_SHIFT,
+            direction,
+            is_shutdown,
+        })
+    }
+
+    /// Ready if the driver has seen `direction` ready (and nobody has found otherwise since);
+    /// else `cx` is woken by the next such event.
+    pub(crate) fn poll_ready(&self, direction: Direction, cx: &mut Cx<'_>) -> Poll<ReadyEvent> {
+        let state = self.state.load(Ordering::Acquire);
+        if let Some(event) = self.event(state, direction) {
+            return Poll::Ready(event);
+        }
+        {
+            let mut waiters = lock(&self.waiters);
+            let list = &mut waiters[direction as usize];
+            if !list.iter().any(|w| w.will_wake(cx.waker())) {
+                list.push(cx.waker().clone());
+            }
+        }
+        // An event that came while the waker was stored: it may have found no waker.
+        match self.event(self.state.load(Ordering::Acquire), direction) {
+            Some(event) => Poll::Ready(event),
+            None => Poll::Pending,
+        }
+    }
+
+    /// An operation found `event`'s direction not ready after all (`WouldBlock`, or a read
+    /// shorter than asked on a stream): forget it, unless a new event came since.
+    pub(crate) fn clear(&self, event: ReadyEvent) {
+        let bit = event.direction.bit();
+        let _ = self
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| {
+                (state >> TICK_SHIFT == event.tick && state & CLOSED == 0).then_some(state & !bit)
+            });
+    }
+
+    /// The directions someone waits for and the driver has not seen ready: what a one-shot
+    /// registration is re-armed with.
+    pub(crate) fn wanted(&self) -> (bool, bool) {
+        let state = self.state.load(Ordering::Acquire);
+        (state & READABLE == 0, state & WRITABLE == 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    struct Flag(AtomicBool);
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn ready(readable: bool, writable: bool) -> Ready {
+        Ready {
+            key: 0,
+            readable,
+            writable,
+            ..Ready::default()
+        }
+    }
+
+    /// A clear made with a stale tick (an event came after the operation looked) changes
+    /// nothing; with the current tick it forgets the direction.
+    #[test]
+    fn a_stale_clear_does_not_hide_a_fresh_event() {
+        let source = Source::new(0);
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waker = Waker::from(flag.clone());
+        let mut cx = Cx::from_waker(&waker);
+        assert!(source.poll_ready(Direction::Read, &mut cx).is_pending());
+        source.set_ready(ready(true, false));
+        assert!(
+            flag.0.load(Ordering::SeqCst),
+            "the waiting reader was woken"
+        );
+        let Poll::Ready(seen) = source.poll_ready(Direction::Read, &mut cx) else {
+            panic!("readable")
+        };
+        source.set_ready(ready(true, false)); // a fresh event while the read ran
+        source.clear(seen);
+        assert!(
+            source.poll_ready(Direction::Read, &mut cx).is_ready(),
+            "not cleared"
+        );
+        let Poll::Ready(now) = source.poll_ready(Direction::Read, &mut cx) else {
+            panic!("readable")
+        };
+        source.clear(now);
+        assert!(
+            source.poll_ready(Direction::Read, &mut cx).is_pending(),
+            "cleared"
+        );
+        assert!(source.poll_ready(Direction::Write, &mut cx).is_pending());
+    }
+
+    /// A hang-up makes both directions ready for good; shutdown fails every operation.
+    #[test]
+    fn closed_and_shutdown_stay_ready() {
+        let source = Source::new(0);
+        let waker = Waker::from(Arc::new(Flag(AtomicBool::new(false))));
+        let mut cx = Cx::from_waker(&waker);
+        source.set_ready(Ready {
+            closed: true,
+            ..Ready::default()
+        });
+        let Poll::Ready(seen) = source.poll_ready(Direction::Read, &mut cx) else {
+            panic!("closed is ready")
+        };
+        source.clear(seen);
+        assert!(source.poll_ready(Direction::Read, &mut cx).is_ready());
+        let other = Source::new(1);
+        assert!(other.poll_ready(Direction::Write, &mut cx).is_pending());
+        other.shutdown();
+        let Poll::Ready(event) = other.poll_ready(Direction::Write, &mut cx) else {
+            panic!("shutdown is ready")
+        };
+        assert!(event.is_shutdown);
+    }
+}
