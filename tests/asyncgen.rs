@@ -477,7 +477,9 @@ fn defer_without_loop_runs_on_the_spot() {
 
 /// CPython's test_asyncio_run_closes_gens_after_hanging_tasks_errors: a task iterating an
 /// infinite generator, main returning an error. The error comes back, the task is done, the
-/// generator's cleanup ran once, and the task's failure went to the handler.
+/// generator's cleanup ran once, and the task's failure went to the handler. The generator is
+/// cancelled between two items (in its sleep), where Python throws CancelledError into it and
+/// runs its `finally`; in Rust its body is dropped there (R5.2), so its `finally` is a `defer`.
 #[test]
 fn test_asyncio_run_closes_gens_after_hanging_tasks_errors() {
     struct PanicOnCancel;
@@ -494,15 +496,11 @@ fn test_asyncio_run_closes_gens_after_hanging_tasks_errors() {
         let spin = runner::spawn(async move {
             let _fails_when_cancelled = PanicOnCancel;
             let mut spinner = AsyncGen::new(move |y| async move {
-                let r = async {
-                    loop {
-                        y.yield_(1).await?;
-                        runner::sleep(Duration::from_millis(1)).await;
-                    }
+                let _finally = runner::defer(async move { push(&l2, "spinner closed") });
+                loop {
+                    y.yield_(1).await?;
+                    runner::sleep(Duration::from_millis(1)).await;
                 }
-                .await;
-                push(&l2, "spinner closed");
-                r
             });
             while spinner.next().await.is_some() {}
         });
@@ -617,4 +615,102 @@ fn closed_generator_dropped_elsewhere_child() {
     let gen = HOLD.lock().unwrap().take().unwrap();
     println!("closed by close: {}", gen.is_closed());
     std::thread::spawn(move || drop(gen)).join().unwrap();
+}
+
+/// A generator made on runner A, asked for an item from runner B's loop on another thread; A
+/// closes while the request is out. `closing_run` is what A runs before closing. B's `next`.
+fn next_from_elsewhere_as_home_closes(
+    started: bool,
+    closing_run: Duration,
+) -> Result<Option<u32>, runner::Elapsed> {
+    let a = Runner::builder()
+        .executor_shutdown_timeout(Duration::from_millis(500))
+        .build();
+    let gen = a
+        .run(async move {
+            let mut gen = AsyncGen::new(|y| async move {
+                y.yield_(1u32).await?;
+                runner::sleep(Duration::from_secs(3600)).await;
+                y.yield_(2u32).await?;
+                Ok(())
+            });
+            if started {
+                assert_eq!(gen.next().await, Some(1));
+            }
+            gen
+        })
+        .unwrap();
+    let (asked, is_asked) = std::sync::mpsc::channel();
+    let b = std::thread::spawn(move || {
+        runner::run(async move {
+            let mut gen = gen;
+            let mut next = std::pin::pin!(gen.next());
+            if let Some(item) = futures_lite::future::poll_once(next.as_mut()).await {
+                return Ok(item);
+            }
+            asked.send(()).unwrap();
+            runner::timeout(Duration::from_secs(10), next).await
+        })
+        .unwrap()
+    });
+    is_asked.recv().unwrap();
+    if !closing_run.is_zero() {
+        a.run(runner::sleep(closing_run)).unwrap();
+    }
+    a.close();
+    b.join().unwrap()
+}
+
+/// A sweep finding (R5.6): a request from another thread was never answered once the
+/// generator's loop closed: the request's job, queued while the loop was between runs, was
+/// dropped by close unanswered; or the request was out while close's second step closed the
+/// generator. Either way the consumer now gets `None` (the generator has ended).
+#[test]
+fn a_request_out_when_the_generators_loop_closes_is_answered_with_the_end() {
+    let got = common::finishes_within(Duration::from_secs(60), || {
+        [
+            next_from_elsewhere_as_home_closes(false, Duration::ZERO),
+            next_from_elsewhere_as_home_closes(true, Duration::from_millis(50)),
+        ]
+    });
+    assert_eq!(got, [Ok(None), Ok(None)]);
+}
+
+/// A sweep finding: a task cancelled while it waits for a generator's next item, the body inside
+/// a long await (not at a `yield_`): the close of the dropped generator drove the body through
+/// its whole await, so close waited its full shutdown timeout. A body caught between items is
+/// cancelled (its future dropped, its destructors run), as Python throws CancelledError into the
+/// generator's await.
+#[test]
+fn a_generator_cancelled_between_items_is_dropped_not_driven_to_its_next_yield() {
+    let (reports, log) = common::finishes_within(Duration::from_secs(60), || {
+        let (lp, reports) = common::recording_loop();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let l = log.clone();
+        let runner = Runner::builder()
+            .executor_shutdown_timeout(Duration::from_secs(30))
+            .loop_factory(move || lp)
+            .build();
+        runner
+            .run(async move {
+                drop(runner::spawn(async move {
+                    let mut gen = AsyncGen::new(move |y| async move {
+                        let _dropped = common::LogOnDrop(l, "body dropped".into());
+                        y.yield_(1u32).await?;
+                        runner::sleep(Duration::from_secs(3600)).await; // a slow page fetch
+                        y.yield_(2u32).await?;
+                        Ok(())
+                    });
+                    assert_eq!(gen.next().await, Some(1));
+                    gen.next().await; // cancelled here, by close
+                }));
+                runner::sleep(Duration::from_millis(10)).await;
+            })
+            .unwrap();
+        runner.close();
+        let log = log.borrow().clone();
+        (reports.messages(), log)
+    });
+    assert_eq!(log, ["body dropped"]);
+    assert_eq!(reports, Vec::<String>::new(), "close did not wait it out");
 }

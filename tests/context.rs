@@ -707,3 +707,28 @@ fn an_answer_taken_at_home_adopts_the_bodys_context_changes() {
     assert_eq!(item, Some(3));
     assert_eq!(step, Some(101), "the body's change came back with the item");
 }
+
+/// A sweep finding (R4.7): `set` replacing a value whose destructor panics, its token dropped at
+/// once (it held the last reference): the panic escaped `set`. It is contained.
+#[test]
+fn a_replaced_value_whose_destructor_panics_is_contained_when_its_token_drops() {
+    struct PanicsOnDrop;
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            panic!("the replaced value panics in its destructor");
+        }
+    }
+    static PANICS: ContextVar<PanicsOnDrop> = ContextVar::new("panics_on_drop");
+    let mut ctx = Context::new();
+    let contained = ctx.run(|| {
+        PANICS.set(PanicsOnDrop);
+        let replaced = std::panic::catch_unwind(|| drop(PANICS.set(PanicsOnDrop)));
+        std::mem::forget(PANICS.set(PanicsOnDrop));
+        replaced.is_ok()
+    });
+    std::mem::forget(ctx);
+    assert!(
+        contained,
+        "the panic did not escape set or the token's drop"
+    );
+}

@@ -46,7 +46,7 @@ use std::task::{Context as Cx, Poll};
 use futures_core::Stream;
 
 use crate::context::Context;
-use crate::error::{drop_quietly, AsyncGenError, GeneratorExit};
+use crate::error::{catch_quietly, drop_quietly, AsyncGenError, GeneratorExit};
 use crate::kept_stream::{self, HomeStream, KeptStream};
 use crate::report::ExceptionContext;
 use crate::task::cleanup::{guarded, in_context};
@@ -65,6 +65,8 @@ struct Channel<T> {
     /// The body is being polled by the generator: a `yield_` awaited anywhere else (a task the
     /// body spawned) could hand its item to no one.
     in_body: Cell<bool>,
+    /// The body is suspended in `yield_`, where a close can resume it with `GeneratorExit`.
+    at_yield: Cell<bool>,
 }
 
 impl<T> Channel<T> {
@@ -103,6 +105,11 @@ struct Core<T> {
 impl<T: 'static> Core<T> {
     /// Start closing: the body told to exit, or the close an `aclose` left unfinished; `None` if
     /// there is nothing to close (never started, or finished).
+    ///
+    /// A body caught between two items (its consumer's `next` was cancelled while the body
+    /// awaited something else than `yield_`) cannot be resumed with `GeneratorExit`: it is
+    /// cancelled instead, its future dropped here (its destructors, and the cleanups they defer,
+    /// run), as Python throws `CancelledError` into a generator whose `__anext__` is cancelled.
     fn start_closing(&self) -> Option<Closing> {
         if let Some(closing) = self.closing.take() {
             return Some(closing);
@@ -110,6 +117,10 @@ impl<T: 'static> Core<T> {
         let started = self.state.replace(State::Finished) == State::Started;
         let body = self.body.take()?;
         if !started {
+            return None;
+        }
+        if !self.chan.at_yield.get() {
+            catch_quietly(move || drop(body));
             return None;
         }
         Some(Box::pin(close_body(body, self.chan.clone())))
@@ -193,11 +204,19 @@ impl<T: 'static> HomeStream for Core<T> {
         self.state.get() == State::Finished
     }
 
+    /// Never started (closing it does nothing, R5.2), or finished with no close left half
+    /// done.
     fn is_clean(&self) -> bool {
-        let closing = self.closing.take();
-        let clean = closing.is_none() && self.is_finished();
-        self.closing.set(closing);
-        clean
+        match self.state.get() {
+            State::NotStarted => true,
+            State::Started => false,
+            State::Finished => {
+                let closing = self.closing.take();
+                let clean = closing.is_none();
+                self.closing.set(closing);
+                clean
+            }
+        }
     }
 }
 
@@ -242,6 +261,7 @@ impl<T: 'static> AsyncGen<T> {
             closing: Cell::new(false),
             exit_delivered: Cell::new(false),
             in_body: Cell::new(false),
+            at_yield: Cell::new(false),
         });
         let body: Body = Box::pin(body(Yielder { chan: chan.clone() }));
         let created_at = Location::caller();
@@ -331,8 +351,10 @@ impl<T> Yielder<T> {
             chan.check_in_body();
             if !suspended {
                 suspended = true;
+                chan.at_yield.set(true);
                 return Poll::Pending; // the consumer takes the item and polls again for the next
             }
+            chan.at_yield.set(false);
             if chan.closing.get() {
                 chan.exit_delivered.set(true);
                 Poll::Ready(Err(GeneratorExit))

@@ -257,13 +257,13 @@ impl<T: Send + Sync + 'static> ContextVar<T> {
         if token.var != self.id() {
             return Err(ContextError);
         }
-        let Token {
-            var, context, old, ..
-        } = token;
+        let mut token = token;
+        let (var, context) = (token.var, token.context);
         Current::with(|c| {
             if c.borrow().id != context {
                 return Err(ContextError);
             }
+            let old = token.old.take();
             c.change(|ctx| match old {
                 Some(old) => {
                     ctx.insert(var, old);
@@ -290,6 +290,16 @@ pub struct Token<T> {
     context: u64,
     old: Option<Value>,
     _value: PhantomData<fn() -> T>,
+}
+
+/// The value a token keeps (to put back at `reset`) may be the last reference to a replaced
+/// value: it is dropped with its panic contained (R4.7).
+impl<T> Drop for Token<T> {
+    fn drop(&mut self) {
+        if let Some(old) = self.old.take() {
+            catch_quietly(move || drop(old));
+        }
+    }
 }
 
 impl<T> fmt::Debug for Token<T> {

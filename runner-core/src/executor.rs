@@ -185,6 +185,14 @@ impl Executor {
             let mut woken = self.remote.take_runnables();
             if parked.is_empty() && woken.is_empty() {
                 if all_dropped() || !self.remote.wait_for_push(IN_FLIGHT_WAIT) {
+                    // For good: what arrives from now on is dropped on arrival (`Remote::push`).
+                    let late = self.remote.tear_down();
+                    if !late.is_empty() {
+                        for runnable in late {
+                            drop(runnable);
+                        }
+                        continue;
+                    }
                     return CloseOutcome {
                         unreached: !all_dropped(),
                     };

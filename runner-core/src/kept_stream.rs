@@ -20,6 +20,7 @@ use std::task::{Context as Cx, Poll, Waker};
 use crate::context::Context;
 use crate::error::AsyncGenError;
 use crate::lock::lock;
+use crate::post::Delivery;
 use crate::report::{source_location, write_stderr};
 use crate::task::bound::{self, Kept};
 use crate::task::cleanup::register_closable;
@@ -142,12 +143,40 @@ impl<S: HomeStream> Drop for MirrorFinished<'_, S> {
     }
 }
 
+impl<S: HomeStream> Home<S> {
+    /// The stream will answer no more (its loop refused the request, it was closed, or it is
+    /// dropped): a request out from another thread is answered as if the stream had ended
+    /// (R5.6), so that its consumer does not wait forever.
+    fn answer_gone(&self) {
+        let consumer = {
+            let mut request = lock(&self.exchange.request);
+            match (request.op, &request.answer) {
+                (Some(op), None) => {
+                    request.answer = Some(Ok(Answer::gone(op)));
+                    request.consumer.take()
+                }
+                _ => None,
+            }
+        };
+        if let Some(consumer) = consumer {
+            consumer.wake();
+        }
+    }
+}
+
+impl<S: HomeStream> Drop for Home<S> {
+    fn drop(&mut self) {
+        self.answer_gone();
+    }
+}
+
 impl<S: HomeStream> Closable for Home<S> {
     fn close_now(&self) -> Option<Cleanup> {
         let cleanup = self.stream.close_now();
         // The cleanup is handed over (or there was none): nothing is left for a handle to do.
         self.exchange.finished.store(true, Ordering::Release);
         self.exchange.clean.store(true, Ordering::Release);
+        self.answer_gone();
         cleanup
     }
 
@@ -179,11 +208,16 @@ fn next_here<S: HomeStream>(kept: &Kept, cx: &mut Cx<'_>) -> Option<Poll<Option<
 }
 
 /// Answer the request out for the stream kept at `index`: a job posted home by the consumer, and
-/// again by the waker the stream's poll was given.
-fn pump<S: HomeStream>(index: usize) {
+/// again by the waker the stream's poll was given. Refused (its loop is closing), the request is
+/// answered as if the stream had ended.
+fn pump<S: HomeStream>(index: usize, delivery: Delivery) {
     let Some(home) = bound::get::<Rc<Home<S>>>(index) else {
         return;
     };
+    if delivery == Delivery::Refused {
+        home.answer_gone();
+        return;
+    }
     let exchange = &home.exchange;
     let (op, serial, mut ctx, waker) = {
         let mut request = lock(&exchange.request);
@@ -234,7 +268,7 @@ pub(crate) struct KeptStream<T> {
     exchange: Arc<Exchange<T>>,
     poll_here: PollHere<T>,
     next_here: NextHere<T>,
-    pump: fn(usize),
+    pump: fn(usize, Delivery),
     finish: bound::Finish,
     discard: fn(&Kept),
     kind: &'static str,
@@ -386,7 +420,11 @@ impl<T> KeptStream<T> {
         self.exchange.out.store(true, Ordering::Release);
         drop(request);
         let (pump, index) = (self.pump, self.kept.index());
-        if self.kept.post(Box::new(move || pump(index))).is_err() {
+        if self
+            .kept
+            .post(Box::new(move |delivery| pump(index, delivery)))
+            .is_err()
+        {
             // Its thread's loop or worker has closed: the stream is gone, so it has ended.
             lock(&self.exchange.request).op = None;
             self.exchange.out.store(false, Ordering::Release);

@@ -7,8 +7,29 @@ use std::sync::Arc;
 
 use crate::report::ExceptionContext;
 
-/// A job posted to a loop from any thread (`call_soon_threadsafe`, a report made elsewhere).
-pub(crate) type Job = Box<dyn FnOnce() + Send>;
+/// A job posted to a loop (or a worker) from any thread: a `call_soon_threadsafe` callback, or
+/// runner's own (a request to a generator's thread, a cleanup sent home). A loop that closes
+/// with jobs queued hands each one [`Delivery::Refused`] instead of dropping it, so that runner's
+/// own can answer or say what they could not do; a user's callback is dropped unrun then, as
+/// Python drops a closed loop's pending callbacks.
+pub(crate) type Job = Box<dyn FnOnce(Delivery) + Send>;
+
+/// Whether a posted job runs on an open loop, or is refused by a closing one (on the loop's
+/// thread, during its close).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    Run,
+    Refused,
+}
+
+/// A job that runs `f`, and does nothing more if refused (`f` is dropped unrun).
+pub(crate) fn job(f: impl FnOnce() + Send + 'static) -> Job {
+    Box::new(move |delivery| {
+        if delivery == Delivery::Run {
+            f();
+        }
+    })
+}
 
 /// A loop's (or a worker's) cross-thread way in, as its tasks and kept values see it.
 pub(crate) trait Post: Send + Sync {

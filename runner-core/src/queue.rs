@@ -16,10 +16,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::driver::{Reactor, ReactorHome};
+use crate::error::catch_quietly;
 use crate::header::{Header, Runnable, TaskRef};
 use crate::lock::lock;
-use crate::post::{Job, Post};
+use crate::post::{Delivery, Job, Post};
 use crate::pruned::Pruned;
+use crate::refused::drop_refused;
 use crate::report::ExceptionContext;
 
 /// What the thread running an executor keeps at hand, so that a wake-up on that thread costs a
@@ -77,6 +79,9 @@ impl ReactorHome for Remote {
 #[derive(Default)]
 struct RemoteQueue {
     runnables: Vec<Runnable>,
+    /// The executor has torn its tasks down for good: a runnable that arrives now (a task
+    /// spawned from another thread as the loop closed) is dropped at once, not kept.
+    torn_down: bool,
     jobs: VecDeque<Job>,
     /// Reports made on other threads, for the loop's exception handler.
     reports: VecDeque<ExceptionContext>,
@@ -138,9 +143,20 @@ impl Remote {
     /// task runs its destructors, and a wake-up may come from inside someone's lock (a channel
     /// waking its receivers), so teardown happens only in `Executor::close`, which drains this
     /// queue.
+    ///
+    /// Once the executor has torn its tasks down for good, nobody would drop a runnable queued
+    /// here: one that arrives then is dropped at once (not inside another such drop, see
+    /// `refused`). Only a task that never ran can arrive then (every task that did was torn
+    /// down, and waking a finished task queues nothing): one spawned from another thread as
+    /// the loop closed, whose future holds only what its spawner gave it.
     fn push(&self, runnable: Runnable) {
         let waker = {
             let mut queue = self.lock();
+            if queue.torn_down {
+                drop(queue);
+                drop_refused(Box::new(runnable));
+                return;
+            }
             queue.runnables.push(runnable);
             self.pending.store(true, Ordering::Release);
             queue.waker.clone()
@@ -148,6 +164,15 @@ impl Remote {
         if let Some(waker) = waker {
             waker.wake();
         }
+    }
+
+    /// The executor is done tearing its tasks down: the runnables still queued, and from now
+    /// on none is kept (see `push`).
+    pub(crate) fn tear_down(&self) -> Vec<Runnable> {
+        let mut queue = self.lock();
+        queue.torn_down = true;
+        self.pending.store(false, Ordering::Relaxed);
+        std::mem::take(&mut queue.runnables)
     }
 
     /// The queue, locked, if runnables are waiting in it (they are taken: `pending` is
@@ -344,17 +369,25 @@ impl Inbox {
         (jobs, reports, !queue.jobs.is_empty())
     }
 
-    /// Refuse jobs from now on and drop the queued ones (Python drops a closed loop's pending
-    /// callbacks); the driver's waker, so that close can reach the driver task.
+    /// Refuse jobs from now on, and refuse the queued ones (see `Delivery`): a user's callback
+    /// is dropped, as Python drops a closed loop's pending callbacks; runner's own answer or say
+    /// what they could not do. The driver's waker, so that close can reach the driver task.
     pub(crate) fn close_jobs(&self) -> Option<Waker> {
         let (jobs, driver) = {
             let mut queue = self.0.lock();
             self.0.jobs_closed.store(true, Ordering::Release);
             (std::mem::take(&mut queue.jobs), queue.driver.take())
         };
-        // Dropped outside the lock: a job may own a task whose destructors post more jobs.
-        drop(jobs);
+        // Outside the lock: a job may own a task whose destructors post more jobs.
+        for job in jobs {
+            catch_quietly(|| job(Delivery::Refused));
+        }
         driver
+    }
+
+    /// True if jobs wait to be run: close runs the loop for them (a cleanup sent home).
+    pub(crate) fn has_jobs(&self) -> bool {
+        !self.0.lock().jobs.is_empty()
     }
 
     /// The reports queued for the loop's handler, taken; with `close`, reports are refused

@@ -354,7 +354,14 @@ fn close_loop(
             //    the cleanups made on it): each bounds itself by `timeout`, and reports its own
             //    overrun (R2.3).
             && waiting.step(work.executor, None, lp.shutdown_default_executor(Some(timeout)))
-            && waiting.step(work.workers, None, lp.shutdown_workers(timeout));
+            && waiting.step(work.workers, None, lp.shutdown_workers(timeout))
+            // Cleanups sent home or scheduled during the third step (a blocking job that drops
+            // a guard): the second step once more, unless close has given up on cleanups.
+            && waiting.step(
+                waiting.cut_short.borrow().is_empty() && lp.has_cleanups_to_wait_for(),
+                Some(timeout),
+                lp.shutdown_asyncgens(),
+            );
         inbox.set_closing(false);
         closed.interrupted = waiting.interrupt.is_some_and(|i| i.is_aborted());
         closed.cut_short = waiting.cut_short.take();

@@ -67,7 +67,7 @@ pub(crate) struct Workers {
     /// without a lock on every spawn.
     executor: async_executor::Executor<'static>,
     /// The workers are told to exit.
-    stop: AtomicBool,
+    stop: Arc<AtomicBool>,
     stopped: Event,
     /// How the loop learns that worker threads have exited.
     exits: Arc<Exits>,
@@ -107,7 +107,7 @@ impl Workers {
     ) -> Option<Arc<Workers>> {
         let workers = Arc::new(Workers {
             executor: async_executor::Executor::new(),
-            stop: AtomicBool::new(false),
+            stop: Arc::new(AtomicBool::new(false)),
             stopped: Event::new(),
             exits: Arc::default(),
             left_behind: AtomicBool::new(false),
@@ -144,7 +144,7 @@ impl Workers {
         // A report made here with no loop at hand (a cleanup's panic) goes to the loop.
         let _report_to = ReportTo::enter(self.inbox.owner());
         CURRENT.with(|c| *c.borrow_mut() = Some(self.clone()));
-        let local = WorkerLocal::enter(self.inbox.clone());
+        let local = WorkerLocal::enter(self.inbox.clone(), self.stop.clone());
         lock(&self.mailboxes).push(local.mailbox());
         let stop = async {
             loop {

@@ -13,6 +13,7 @@ use crate::callback::{run_callback, Callbacks, CALLBACK_BATCH};
 use crate::debug;
 use crate::event_loop::api::{EventLoop, Handler, LoopInner};
 use crate::header::Header;
+use crate::post::Delivery;
 use crate::report::{write_to_stderr, ExceptionContext};
 use crate::task::scope::Scope;
 use crate::task::spawn::spawn_finalizer;
@@ -166,7 +167,7 @@ fn drive(lp: &EventLoop, cx: &mut Cx<'_>) -> Poll<()> {
         lp.call_exception_handler(ctx);
     }
     for job in jobs {
-        run_callback(job, None);
+        run_callback(|| job(Delivery::Run), None);
     }
     if more {
         // The rest waits for the next round, after tasks, timers and I/O had their turn.

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::panic::Location;
 
 use crate::context::Context;
+use crate::post::job;
 use crate::queue::Inbox;
 use crate::task::handle::Task;
 use crate::task::spawn::spawn_remote;
@@ -36,7 +37,7 @@ impl LoopHandle {
     /// silently if the loop is closed.
     pub fn call_soon_threadsafe<F: FnOnce() + Send + 'static>(&self, f: F) {
         let mut ctx = Context::current();
-        let _ = self.inbox.post(Box::new(move || ctx.run(f)));
+        let _ = self.inbox.post(job(move || ctx.run(f)));
     }
 
     /// Spawn a `Send` future on the loop from any thread, in a copy of the calling thread's

@@ -16,7 +16,7 @@ use crate::header::TaskRef;
 use crate::queue::Inbox;
 use crate::report::{source_location, write_stderr, write_to_stderr, ExceptionContext};
 use crate::signal::{self, Interrupt};
-use crate::task::cleanup::{is_abandoning, run_now_until};
+use crate::task::cleanup::{is_abandoning, run_now_until, take_orphans};
 use crate::time::Sleep;
 use crate::workers::JOIN_WAIT;
 
@@ -47,6 +47,17 @@ impl CloseWork {
     /// Whether any waiting step has something to do.
     pub(crate) fn any(self) -> bool {
         self.tasks || self.asyncgens || self.executor || self.workers
+    }
+}
+
+/// Cancel the unfinished tasks of `spawned` (spawned while close cancels), and keep them in
+/// `round`.
+fn cancel_into(spawned: Vec<TaskRef>, round: &mut Vec<TaskRef>) {
+    for task in spawned {
+        if !task.is_finished() {
+            task.cancel();
+            round.push(task);
+        }
     }
 }
 
@@ -130,20 +141,28 @@ impl EventLoop {
         let workers = self.inner.workers.borrow().is_some();
         CloseWork {
             tasks: scope.tasks.borrow().has_pending() || !scope.inbox.off_loop_pending().is_empty(),
-            asyncgens: workers
-                || scope
-                    .asyncgens
-                    .borrow()
-                    .iter()
-                    .any(|g| g.strong_count() > 0)
-                || scope
-                    .finalizers
-                    .borrow()
-                    .iter()
-                    .any(|(t, _)| !t.is_finished()),
+            asyncgens: workers || self.has_cleanups_to_wait_for(),
             executor: !self.inner.default_executor.is_idle(),
             workers,
         }
+    }
+
+    /// Whether the loop has generators or finalized streams to close, finalizers to wait for, or
+    /// jobs queued (a cleanup sent home from another thread): close's second step runs for them,
+    /// and again after its third if some came meanwhile.
+    pub(crate) fn has_cleanups_to_wait_for(&self) -> bool {
+        let scope = &self.inner.scope;
+        scope
+            .asyncgens
+            .borrow()
+            .iter()
+            .any(|g| g.strong_count() > 0)
+            || scope
+                .finalizers
+                .borrow()
+                .iter()
+                .any(|(t, _)| !t.is_finished())
+            || scope.inbox.has_jobs()
     }
 
     /// The unfinished tasks close cancels: the loop's, and its tasks on other threads.
@@ -159,49 +178,49 @@ impl EventLoop {
     /// so that each task spawned meanwhile is noted.
     ///
     /// Python's runner cancels one snapshot of the pending tasks and waits for it. Here the
-    /// tasks spawned while that snapshot is cancelled are cancelled in further rounds, each as
-    /// soon as they appear (a cancelled task's cleanup may wait for a task it spawned), at most
-    /// `CANCEL_ROUNDS` in all, so that close ends even when every cancelled task spawns a
-    /// replacement. What is still pending after the last round is reported ("tasks kept being
-    /// spawned during runner shutdown") and dropped when the loop closes.
+    /// tasks spawned while a round is cancelled are cancelled as soon as they appear (a
+    /// cancelled task's cleanup may wait for a task it spawned), and make the next round, which
+    /// begins when every task of this one has finished. Rounds stop at `CANCEL_ROUNDS`, so that
+    /// close ends even when every cancelled task spawns a replacement: what is still pending then
+    /// is reported ("tasks kept being spawned during runner shutdown") and dropped when the loop
+    /// closes.
     pub(crate) async fn cancel_all_tasks(&self) {
         let inbox = &self.inner.scope.inbox;
-        let mut waiting: VecDeque<TaskRef> = self.cancellable_tasks().into();
-        for task in &waiting {
+        let mut this_round: VecDeque<TaskRef> = self.cancellable_tasks().into();
+        for task in &this_round {
             task.cancel();
         }
-        let mut rounds = 1;
+        let mut next_round: Vec<TaskRef> = Vec::new();
+        let mut round = 1;
         loop {
-            while waiting.front().is_some_and(TaskRef::is_finished) {
-                waiting.pop_front();
+            while this_round.front().is_some_and(TaskRef::is_finished) {
+                this_round.pop_front();
             }
-            let spawned = match waiting.front().cloned() {
-                None => match futures_lite::future::poll_once(SpawnedInClose(inbox)).await {
-                    Some(spawned) => spawned,
-                    None => break,
-                },
-                Some(front) => {
-                    let finished = async {
-                        front.finished().await;
-                        Vec::new()
-                    };
-                    finished.or(SpawnedInClose(inbox)).await
+            let Some(front) = this_round.front().cloned() else {
+                if next_round.is_empty() {
+                    match futures_lite::future::poll_once(SpawnedInClose(inbox)).await {
+                        Some(spawned) => cancel_into(spawned, &mut next_round),
+                        None => break,
+                    }
                 }
-            };
-            let spawned: Vec<TaskRef> = spawned.into_iter().filter(|t| !t.is_finished()).collect();
-            if spawned.is_empty() {
+                next_round.retain(|t| !t.is_finished());
+                if next_round.is_empty() {
+                    continue;
+                }
+                if round == CANCEL_ROUNDS {
+                    self.report_kept_spawning(next_round.len(), &next_round[0]);
+                    break;
+                }
+                round += 1;
+                this_round.extend(next_round.drain(..));
                 continue;
-            }
-            if rounds == CANCEL_ROUNDS {
-                let left = spawned.len() + waiting.iter().filter(|t| !t.is_finished()).count();
-                self.report_kept_spawning(left, &spawned[0]);
-                break;
-            }
-            rounds += 1;
-            for task in &spawned {
-                task.cancel();
-            }
-            waiting.extend(spawned);
+            };
+            let finished = async {
+                front.finished().await;
+                Vec::new()
+            };
+            let spawned = finished.or(SpawnedInClose(inbox)).await;
+            cancel_into(spawned, &mut next_round);
         }
     }
 
@@ -353,9 +372,11 @@ impl EventLoop {
         self.inner.drop_tasks(driver);
         // Sockets its tasks held were closed with them; others fail from now on.
         inbox.shutdown_io();
-        // Cleanups the torn-down tasks were still running have no loop left: finish them now,
-        // for at most a second (a loop closed by hand waits no longer for its workers either).
-        let cleanups = self.inner.scope.drain_task_cleanups();
+        // Cleanups the torn-down tasks were still running, and the ones sent home meanwhile, have
+        // no loop left: finish them now, for at most a second (a loop closed by hand waits no
+        // longer for its workers either).
+        let mut cleanups = self.inner.scope.drain_task_cleanups();
+        cleanups.extend(take_orphans());
         run_now_until(cleanups, wait.map(|w| Instant::now() + w));
         // Reports made on other threads (about pool tasks, say) or by the teardown reach the
         // handler, not the closed loop's queue.

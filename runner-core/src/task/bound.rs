@@ -17,9 +17,9 @@ use std::sync::Arc;
 use std::task::{Wake, Waker};
 
 use crate::error::catch_quietly;
-use crate::post::{Job, Post};
+use crate::post::{Delivery, Job, Post};
 use crate::report::write_stderr;
-use crate::task::cleanup::schedule_cleanup;
+use crate::task::cleanup::{orphan, schedule_cleanup};
 use crate::task::current::push_cleanup;
 use crate::task::scope::{self, Cleanup, Scope, What};
 use crate::task::worker_local::{self, Done, DoneGuard};
@@ -192,9 +192,9 @@ impl Kept {
         }
     }
 
-    /// A waker that runs `job(index)` on the value's thread each time it is woken; `None` if that
-    /// thread cannot be reached.
-    pub(crate) fn waker_for(&self, job: fn(usize)) -> Option<Waker> {
+    /// A waker that runs `job(index, _)` on the value's thread each time it is woken; `None` if
+    /// that thread cannot be reached.
+    pub(crate) fn waker_for(&self, job: fn(usize, Delivery)) -> Option<Waker> {
         let home = self.home.clone()?;
         Some(Waker::from(Arc::new(PostOnWake {
             home,
@@ -217,7 +217,7 @@ impl Kept {
         let done = Arc::new(Done::default());
         let signal = DoneGuard(done.clone());
         let index = self.index;
-        let job: Job = Box::new(move || {
+        let job: Job = Box::new(move |delivery| {
             if let Some((cleanup, scope)) = finish(index) {
                 let what = cleanup.what();
                 let cleanup = Cleanup::new(
@@ -227,7 +227,12 @@ impl Kept {
                     },
                     what,
                 );
-                schedule_cleanup(cleanup, scope);
+                match delivery {
+                    Delivery::Run => schedule_cleanup(cleanup, scope),
+                    // The loop closes with this job queued: its close runs the cleanup on the
+                    // spot, with the ones its torn-down tasks left.
+                    Delivery::Refused => orphan(cleanup),
+                }
             }
         });
         match self.post(job) {
@@ -257,7 +262,7 @@ impl Kept {
         if self.is_here() {
             drop_it();
         } else {
-            let _ = self.post(Box::new(drop_it));
+            let _ = self.post(Box::new(move |_| drop_it()));
         }
     }
 }
@@ -266,7 +271,7 @@ impl Kept {
 struct PostOnWake {
     home: Arc<dyn Post>,
     index: usize,
-    job: fn(usize),
+    job: fn(usize, Delivery),
 }
 
 impl Wake for PostOnWake {
@@ -276,7 +281,9 @@ impl Wake for PostOnWake {
 
     fn wake_by_ref(self: &Arc<Self>) {
         let (job, index) = (self.job, self.index);
-        let _ = self.home.post(Box::new(move || job(index)));
+        let _ = self
+            .home
+            .post(Box::new(move |delivery| job(index, delivery)));
     }
 }
 

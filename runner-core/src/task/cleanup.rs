@@ -79,6 +79,22 @@ pub(crate) enum Abandon {
 thread_local! {
     /// Whether, and why, this thread's close drops cleanups instead of running them.
     static ABANDONING: Cell<Abandon> = const { Cell::new(Abandon::No) };
+    /// Cleanups sent home to this thread's loop as it closed: its close runs them.
+    static ORPHANS: std::cell::RefCell<Vec<Cleanup>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A cleanup sent home to this thread's loop while it closes (its job refused): the close runs
+/// it on the spot, with the cleanups its torn-down tasks left (R5.3).
+pub(crate) fn orphan(cleanup: Cleanup) {
+    // The thread exiting: the cleanup is dropped with the closure, unrun.
+    let _ = ORPHANS.try_with(|o| o.borrow_mut().push(cleanup));
+}
+
+/// The cleanups [`orphan`] kept on this thread.
+pub(crate) fn take_orphans() -> Vec<Cleanup> {
+    ORPHANS
+        .try_with(|o| std::mem::take(&mut *o.borrow_mut()))
+        .unwrap_or_default()
 }
 
 /// While the guard lives, cleanups that would run on the spot are dropped, named on stderr.

@@ -29,7 +29,7 @@ use crate::driver::park::block_on;
 use crate::error::catch_quietly;
 use crate::header::TaskRef;
 use crate::lock::lock;
-use crate::post::{Job, Post};
+use crate::post::{Delivery, Job, Post};
 use crate::pruned::Pruned;
 use crate::queue::Inbox;
 use crate::report::ExceptionContext;
@@ -49,8 +49,8 @@ pub(crate) struct WorkerLocal {
     /// Generators and finalized streams first iterated on this worker, held weakly.
     asyncgens: RefCell<Pruned<Weak<dyn Closable>>>,
     asyncgens_shutdown_called: Cell<bool>,
-    /// The worker was told to stop: pinned tasks are refused.
-    stopping: Cell<bool>,
+    /// The pool was told to stop (shared with it): pinned tasks are refused from then on.
+    stopping: Arc<AtomicBool>,
 }
 
 thread_local! {
@@ -94,7 +94,7 @@ impl Mailbox {
 impl WorkerLocal {
     /// Make this thread a worker of the loop behind `home` for the guard's life: its cleanups
     /// go to a local executor.
-    pub(crate) fn enter(home: Inbox) -> WorkerGuard {
+    pub(crate) fn enter(home: Inbox, stopping: Arc<AtomicBool>) -> WorkerGuard {
         let local = Rc::new(WorkerLocal {
             executor: LocalExecutor::new(),
             mailbox: Arc::new(Mailbox {
@@ -106,7 +106,7 @@ impl WorkerLocal {
             idle: Event::new(),
             asyncgens: RefCell::default(),
             asyncgens_shutdown_called: Cell::new(false),
-            stopping: Cell::new(false),
+            stopping,
         });
         let mailbox = local.mailbox.clone();
         local
@@ -124,7 +124,7 @@ impl WorkerLocal {
                         continue;
                     }
                     for job in jobs {
-                        catch_quietly(job);
+                        catch_quietly(|| job(Delivery::Run));
                     }
                 }
             })
@@ -143,7 +143,7 @@ impl WorkerLocal {
     /// and the mailbox (running what was posted), then run local tasks until none is left. The
     /// pool's tasks run meanwhile too: a cleanup may wait for one (close has cancelled them).
     pub(crate) fn finish(self: &Rc<Self>, pool: &Executor<'static>) {
-        self.stopping.set(true);
+        self.stopping.store(true, Ordering::Release);
         self.close_asyncgens(None);
         self.mailbox.close();
         self.block_on(pool.run(async {
@@ -161,14 +161,15 @@ impl WorkerLocal {
         self.spawn_counted(fut).detach();
     }
 
-    /// Run `fut` on this worker, pinned to it, counted until it ends or is dropped; `None` once
-    /// the worker is stopping (the future is given back, to be dropped as refused).
+    /// Run `fut` on this worker, pinned to it, counted until it ends or is dropped; refused
+    /// once the pool is told to stop or the loop has closed (a worker left behind by a stuck
+    /// poll comes back after close): the future is given back, to be dropped as refused.
     pub(crate) fn spawn_pinned<F>(self: &Rc<Self>, fut: F) -> Result<async_task::Task<F::Output>, F>
     where
         F: Future + 'static,
         F::Output: 'static,
     {
-        match self.stopping.get() {
+        match self.stopping.load(Ordering::Acquire) || self.home.is_closed() {
             true => Err(fut),
             false => Ok(self.spawn_counted(fut)),
         }
@@ -299,7 +300,7 @@ pub(crate) fn current() -> Option<Rc<WorkerLocal>> {
 pub(crate) fn close_asyncgens_on(mailbox: &dyn Post) -> Option<Arc<Done>> {
     let done = Arc::new(Done::default());
     let signal = DoneGuard(done.clone());
-    let job: Job = Box::new(move || match current() {
+    let job: Job = Box::new(move |_| match current() {
         Some(local) => local.close_asyncgens(Some(signal)),
         None => drop(signal),
     });
