@@ -1,6 +1,7 @@
-//! `cargo bench --bench http`: a hyper 1.x HTTP/1.1 "hello" server on runner, on raw smol
-//! (`async_executor::LocalExecutor` driven by `async_io::block_on`) and on tokio's current-thread
-//! runtime, each on one server thread, loaded by the same client.
+//! `cargo bench --bench http`: a hyper 1.x HTTP/1.1 "hello" server on runner (on its own I/O
+//! driver, `runner::net`, and on async-io's sockets), on raw smol (`async_executor::LocalExecutor`
+//! driven by `async_io::block_on`) and on tokio's current-thread runtime, each on one server
+//! thread, and the same on two worker threads, loaded by the same client.
 //!
 //! The client runs in this process on its own thread: `CONNECTIONS` keep-alive connections, each
 //! sending a request and reading the response in turn, `REQUESTS` requests in all. Each round runs
@@ -121,7 +122,63 @@ async fn accept_until_stopped(
         .await;
 }
 
-/// runner: the accept loop is the main task; each connection a task.
+/// One connection, served by hyper over a `runner::net` socket (smol-hyper adapts futures-io).
+async fn serve_net(stream: runner::net::TcpStream) {
+    let io = smol_hyper::rt::FuturesIo::new(stream);
+    let _ = http1::Builder::new()
+        .serve_connection(io, service_fn(hello))
+        .await;
+}
+
+/// Accept connections on `listener` with runner's own driver until `stop`, handing each to
+/// `spawn`.
+async fn accept_net_until_stopped(
+    listener: TcpListener,
+    stop: async_channel::Receiver<()>,
+    spawn: impl Fn(runner::net::TcpStream),
+) {
+    let listener = runner::net::TcpListener::from_std(listener).expect("a registered listener");
+    let accept = async {
+        loop {
+            let (stream, _) = listener.accept().await.expect("accept");
+            spawn(stream);
+        }
+    };
+    accept
+        .or(async {
+            let _ = stop.recv().await;
+        })
+        .await;
+}
+
+/// runner on its own I/O driver (`runner::net`): the accept loop is the main task; each
+/// connection a task.
+fn runner_net(listener: TcpListener, stop: async_channel::Receiver<()>) -> impl FnOnce() {
+    move || {
+        runner::Runner::builder()
+            .debug(false)
+            .run(accept_net_until_stopped(listener, stop, |s| {
+                drop(runner::spawn(serve_net(s)))
+            }))
+            .expect("the runner runs");
+    }
+}
+
+/// runner on its own I/O driver with `THREADS` workers: each connection a `spawn_send` task.
+fn runner_net_workers(listener: TcpListener, stop: async_channel::Receiver<()>) -> impl FnOnce() {
+    move || {
+        runner::Runner::builder()
+            .debug(false)
+            .workers(THREADS)
+            .run(accept_net_until_stopped(listener, stop, |s| {
+                drop(runner::spawn_send(serve_net(s)))
+            }))
+            .expect("the runner runs");
+    }
+}
+
+/// runner with async-io's sockets (async-net's): the accept loop is the main task; each
+/// connection a task.
 fn runner_server(listener: TcpListener, stop: async_channel::Receiver<()>) -> impl FnOnce() {
     move || {
         runner::Runner::builder()
@@ -281,11 +338,19 @@ fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(if benching { 64_000 } else { CONNECTIONS });
-    let all: [(&str, ServerFn); 6] = [
-        ("runner", |l, s| Box::new(runner_server(l, s))),
+    let all: [(&str, ServerFn); 8] = [
+        ("runner::net", |l, s| Box::new(runner_net(l, s))),
+        ("runner, async-io sockets", |l, s| {
+            Box::new(runner_server(l, s))
+        }),
         ("raw smol", |l, s| Box::new(smol_server(l, s))),
         ("tokio current-thread", |l, s| Box::new(tokio_server(l, s))),
-        ("runner, 2 workers", |l, s| Box::new(runner_workers(l, s))),
+        ("runner::net, 2 workers", |l, s| {
+            Box::new(runner_net_workers(l, s))
+        }),
+        ("runner, async-io sockets, 2 workers", |l, s| {
+            Box::new(runner_workers(l, s))
+        }),
         ("smol Executor, 2 threads", |l, s| {
             Box::new(smol_executor(l, s))
         }),
@@ -333,10 +398,19 @@ fn main() {
     }
     let index = |name: &str| servers.iter().position(|(n, _)| *n == name);
     let pairs = [
-        ("runner", "raw smol"),
-        ("runner", "tokio current-thread"),
-        ("runner, 2 workers", "smol Executor, 2 threads"),
-        ("runner, 2 workers", "tokio multi-thread, 2 workers"),
+        ("runner::net", "tokio current-thread"),
+        ("runner::net", "raw smol"),
+        ("runner, async-io sockets", "raw smol"),
+        ("runner, async-io sockets", "tokio current-thread"),
+        ("runner::net, 2 workers", "tokio multi-thread, 2 workers"),
+        (
+            "runner, async-io sockets, 2 workers",
+            "smol Executor, 2 threads",
+        ),
+        (
+            "runner, async-io sockets, 2 workers",
+            "tokio multi-thread, 2 workers",
+        ),
     ];
     println!();
     for (a, b) in pairs {

@@ -150,6 +150,22 @@ static SCENARIOS: &[Scenario] = &[
         }),
     },
     Scenario {
+        name: "net_ctrl_c_while_main_waits_in_accept",
+        child: child::accept_interrupted,
+        steps: &[Line("ready"), Pause(20), CtrlCExact, Line("destructor ran at ")],
+        exit: (Normally, "the process exits normally"),
+        checks: &[
+            (Before("destructor ran", INTERRUPTED), "run returned only after the destructor"),
+            (Before("deferred cleanup ran", INTERRUPTED),
+             "run returned only after the async cleanup"),
+        ],
+        timing: Some(Timing {
+            label: "SIGINT sent to the destructor of main, waiting in accept on runner's driver",
+            until: Until::Stamp("destructor ran at "),
+            target: Some(Duration::from_millis(10)),
+        }),
+    },
+    Scenario {
         name: "r6_6_process_ends_killed_by_sigint",
         child: child::sleep_interrupted_exit,
         steps: ONE_CTRL_C,
@@ -643,6 +659,22 @@ mod child {
     /// R6.2, R6.7: one Ctrl-C while main awaits a long sleep.
     pub fn sleep_interrupted() {
         let _ = run_and_say(&Runner::new(), sleep_with_cleanup());
+    }
+
+    /// Issue 24: main waits in `accept` on runner's own I/O driver (the loop's thread blocked in
+    /// its `epoll_wait`); the first Ctrl-C cancels it as it does any wait.
+    pub fn accept_interrupted() {
+        let _ = run_and_say(&Runner::new(), async {
+            let _destructor = Destructor;
+            let _cleanup = runner::defer(async {
+                runner::sleep(Duration::from_millis(2)).await;
+                say("deferred cleanup ran");
+            });
+            let listener = runner::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            say("ready");
+            let _ = listener.accept().await;
+            say("never: the accept was not interrupted");
+        });
     }
 
     /// R6.6: the same, ending the process the way #[runner::main] does.

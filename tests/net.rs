@@ -1,21 +1,54 @@
-//! `runner::net`: sockets on runner's own I/O driver. Every test runs under the watchdog.
+//! `runner::net` on runner's own I/O driver (issue 24's reliability list). Every test runs under
+//! the watchdog; the ones that send signals run in a child process.
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::finishes_within;
+use common::{finishes_within, run_child};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use runner::net::{TcpListener, TcpStream};
+use runner::net::{TcpListener, TcpStream, UdpSocket};
+use runner::Runner;
 
-const LIMIT: Duration = Duration::from_secs(30);
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// A listener on a loopback port, and its address.
+async fn listen() -> (TcpListener, std::net::SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    (listener, addr)
+}
+
+/// The descriptors this process has open.
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// The sources registered with each epoll instance this process has open (its `fdinfo` lists one
+/// `tfd:` line per registration).
+fn epoll_registrations() -> Vec<usize> {
+    let mut counts = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let is_epoll = std::fs::read_link(entry.path())
+            .is_ok_and(|target| target.to_string_lossy() == "anon_inode:[eventpoll]");
+        if !is_epoll {
+            continue;
+        }
+        let fd = entry.file_name();
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.to_string_lossy()))
+            .unwrap_or_default();
+        counts.push(info.lines().filter(|l| l.starts_with("tfd:")).count());
+    }
+    counts
+}
 
 #[test]
-fn a_connection_echoes() {
+fn a_connection_echoes_both_ways() {
     let got = finishes_within(LIMIT, || {
         runner::run(async {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
+            let (listener, addr) = listen().await;
             let client = runner::spawn(async move {
                 let mut stream = TcpStream::connect(addr).await.unwrap();
                 stream.write_all(b"ping").await.unwrap();
@@ -23,7 +56,8 @@ fn a_connection_echoes() {
                 stream.read_exact(&mut buf).await.unwrap();
                 buf
             });
-            let (mut stream, _) = listener.accept().await.unwrap();
+            let (mut stream, peer) = listener.accept().await.unwrap();
+            assert_eq!(peer, stream.peer_addr().unwrap());
             let mut buf = [0; 4];
             stream.read_exact(&mut buf).await.unwrap();
             stream.write_all(&buf).await.unwrap();
@@ -32,4 +66,536 @@ fn a_connection_echoes() {
         .unwrap()
     });
     assert_eq!(&got, b"ping");
+}
+
+/// 10,000 connections opened and closed leave no descriptor and no registration behind: the
+/// loop's epoll instance still holds its own wake-up and the listener only, and once the runner
+/// has closed, the process has the descriptors it had before.
+#[test]
+#[cfg(target_os = "linux")]
+fn ten_thousand_connections_leave_no_descriptor_or_registration_behind() {
+    // In a child process: the other tests' sockets would change the count.
+    let out = run_child("ten_thousand_connections_child", &[]);
+    common::assert_child_printed(
+        &out,
+        &["registrations: [2]; descriptors after = before: true"],
+    );
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+#[ignore = "run by ten_thousand_connections_leave_no_descriptor_or_registration_behind"]
+fn ten_thousand_connections_child() {
+    let (during, before, after) = finishes_within(Duration::from_secs(120), || {
+        let before = open_fds();
+        let during = runner::run(async {
+            let (listener, addr) = listen().await;
+            let server = runner::spawn(async move {
+                for _ in 0..10_000 {
+                    let (mut stream, _) = listener.accept().await.unwrap();
+                    let mut byte = [0];
+                    stream.read_exact(&mut byte).await.unwrap();
+                    stream.write_all(&byte).await.unwrap();
+                }
+                listener
+            });
+            for i in 0..10_000u32 {
+                let mut stream = TcpStream::connect(addr).await.unwrap();
+                stream.write_all(&[i as u8]).await.unwrap();
+                let mut byte = [0];
+                stream.read_exact(&mut byte).await.unwrap();
+                assert_eq!(byte[0], i as u8);
+            }
+            let listener = server.await.unwrap();
+            let during = epoll_registrations();
+            drop(listener);
+            during
+        })
+        .unwrap();
+        (during, before, open_fds())
+    });
+    // The wake-up and the listener, nothing else; every descriptor closed.
+    println!(
+        "registrations: {during:?}; descriptors after = before: {}",
+        after == before
+    );
+}
+
+/// A peer that closes a connection with unread data resets it: a read waiting on the other end
+/// gets the reset as an error, not a hang; so does a write after it.
+#[test]
+fn a_reset_in_the_middle_of_a_read_or_a_write_is_an_error() {
+    let (read, write) = finishes_within(LIMIT, || {
+        runner::run(async {
+            let (listener, addr) = listen().await;
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            let (peer, _) = listener.accept().await.unwrap();
+            // Unread data at close: the peer's kernel answers with a reset.
+            stream.write_all(b"never read").await.unwrap();
+            let reader = runner::spawn(async move {
+                let mut buf = [0; 16];
+                let read = stream.read(&mut buf).await;
+                (read, stream)
+            });
+            runner::sleep(Duration::from_millis(20)).await; // the reader waits now
+            drop(peer);
+            let (read, mut stream) = reader.await.unwrap();
+            let mut write = Ok(());
+            for _ in 0..100 {
+                write = stream.write_all(&[0; 1024]).await;
+                if write.is_err() {
+                    break;
+                }
+            }
+            (read.map_err(|e| e.kind()), write.map_err(|e| e.kind()))
+        })
+        .unwrap()
+    });
+    assert_eq!(read, Err(std::io::ErrorKind::ConnectionReset));
+    assert!(
+        matches!(
+            write,
+            Err(std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset)
+        ),
+        "{write:?}"
+    );
+}
+
+/// `shutdown(Write)` is read as the end of the stream by the peer, which can still write back;
+/// the same through `poll_close` and by dropping an owned write half.
+#[test]
+fn a_half_close_reads_as_the_end_of_the_stream() {
+    let got = finishes_within(LIMIT, || {
+        runner::run(async {
+            let (listener, addr) = listen().await;
+            let mut results = Vec::new();
+            for way in 0..3 {
+                let client = TcpStream::connect(addr).await.unwrap();
+                let (mut server, _) = listener.accept().await.unwrap();
+                let (mut read, write) = client.into_split();
+                let mut write = Some(write);
+                {
+                    let w = write.as_mut().unwrap();
+                    w.write_all(b"request").await.unwrap();
+                    match way {
+                        0 => w.get_shutdown_write(),
+                        1 => w.close().await.unwrap(),
+                        _ => drop(write.take()),
+                    }
+                }
+                let mut request = Vec::new();
+                server.read_to_end(&mut request).await.unwrap(); // ends: the client's half-close
+                server.write_all(b"answer").await.unwrap();
+                drop(server);
+                let mut answer = Vec::new();
+                read.read_to_end(&mut answer).await.unwrap();
+                results.push((request, answer));
+            }
+            results
+        })
+        .unwrap()
+    });
+    for (request, answer) in got {
+        assert_eq!(
+            (&request[..], &answer[..]),
+            (&b"request"[..], &b"answer"[..])
+        );
+    }
+}
+
+trait ShutdownWrite {
+    fn get_shutdown_write(&mut self);
+}
+
+impl ShutdownWrite for runner::net::tcp::OwnedWriteHalf {
+    fn get_shutdown_write(&mut self) {
+        futures_lite::future::block_on(self.close()).unwrap();
+    }
+}
+
+/// A megabyte written to a reader that reads slowly: the writer waits for writability, and
+/// every byte arrives, in order.
+#[test]
+fn a_megabyte_to_a_slow_reader_arrives_whole_and_in_order() {
+    let ok = finishes_within(LIMIT, || {
+        runner::run(async {
+            let (listener, addr) = listen().await;
+            let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+            let expected = data.clone();
+            let writer = runner::spawn(async move {
+                let mut stream = TcpStream::connect(addr).await.unwrap();
+                stream.write_all(&data).await.unwrap();
+            });
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0; 4096];
+            loop {
+                let n = stream.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+                if got.len() % (64 * 4096) < n {
+                    runner::sleep(Duration::from_millis(1)).await; // slow
+                }
+            }
+            writer.await.unwrap();
+            got == expected
+        })
+        .unwrap()
+    });
+    assert!(ok);
+}
+
+/// A socket moves from the loop to a pool task and back, and keeps working on each side.
+#[test]
+fn a_socket_moved_to_a_pool_task_and_back_keeps_working() {
+    let got = finishes_within(LIMIT, || {
+        Runner::builder()
+            .workers(2)
+            .run(async {
+                let (listener, addr) = listen().await;
+                let echo = runner::spawn(async move {
+                    let (stream, _) = listener.accept().await.unwrap();
+                    let (mut read, mut write) = stream.split();
+                    futures_lite::io::copy(&mut read, &mut write).await.unwrap();
+                });
+                let mut stream = TcpStream::connect(addr).await.unwrap();
+                let mut seen = Vec::new();
+                for round in 0..10u8 {
+                    stream.write_all(&[round]).await.unwrap();
+                    let mut byte = [0];
+                    stream.read_exact(&mut byte).await.unwrap();
+                    seen.push(byte[0]);
+                    // To a pool task, and back with its answer.
+                    stream = runner::spawn_send(async move {
+                        stream.write_all(&[round + 100]).await.unwrap();
+                        let mut byte = [0];
+                        stream.read_exact(&mut byte).await.unwrap();
+                        assert_eq!(byte[0], round + 100);
+                        stream
+                    })
+                    .await
+                    .unwrap();
+                }
+                drop(stream);
+                echo.await.unwrap();
+                seen
+            })
+            .unwrap()
+    });
+    assert_eq!(got, (0..10).collect::<Vec<u8>>());
+}
+
+/// Closing a runner with live listeners and streams (held by pending tasks) drops their
+/// registrations and closes their descriptors, and close ends; a socket kept past the runner
+/// fails at once afterwards.
+#[test]
+#[cfg(target_os = "linux")]
+fn closing_a_runner_closes_its_sockets_and_a_socket_kept_past_it_fails() {
+    // In a child process: the other tests' sockets would change the count.
+    let out = run_child("closing_a_runner_closes_its_sockets_child", &[]);
+    common::assert_child_printed(
+        &out,
+        &[
+            "open after close: the kept stream and the driver it holds (3 more): true",
+            "the kept stream fails: the runner this socket was made in has closed",
+            "open once it is dropped: as before: true",
+        ],
+    );
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+#[ignore = "run by closing_a_runner_closes_its_sockets_and_a_socket_kept_past_it_fails"]
+fn closing_a_runner_closes_its_sockets_child() {
+    let (before, after, kept, dropped) = finishes_within(LIMIT, || {
+        let before = open_fds();
+        let runner = Runner::new();
+        let kept = runner
+            .run(async {
+                let (listener, addr) = listen().await;
+                let client = TcpStream::connect(addr).await.unwrap();
+                let (server, _) = listener.accept().await.unwrap();
+                // Pending tasks holding the listener and the server's stream.
+                drop(runner::spawn(async move {
+                    let _ = listener.accept().await;
+                }));
+                drop(runner::spawn(async move {
+                    let mut server = server;
+                    let mut buf = [0; 8];
+                    let _ = server.read(&mut buf).await;
+                }));
+                runner::yield_now().await;
+                client
+            })
+            .unwrap();
+        runner.close();
+        let after = open_fds();
+        let mut kept = kept;
+        let failed = futures_lite::future::block_on(kept.write_all(b"late"));
+        drop(kept);
+        (before, after, failed.map_err(|e| e.to_string()), open_fds())
+    });
+    // The kept stream, and the loop's epoll instance and its wake-up, which the stream keeps.
+    println!(
+        "open after close: the kept stream and the driver it holds (3 more): {}",
+        after == before + 3
+    );
+    println!("the kept stream fails: {}", kept.expect_err("it fails"));
+    println!("open once it is dropped: as before: {}", dropped == before);
+}
+
+/// A stream whose runner closes while another runner's task waits on it: the waiter gets an
+/// error, not a hang.
+#[test]
+fn a_task_waiting_on_a_stream_whose_runner_closes_gets_an_error() {
+    let got = finishes_within(LIMIT, || {
+        let home = Runner::new();
+        let (stream, _peer) = home
+            .run(async {
+                let (listener, addr) = listen().await;
+                let stream = TcpStream::connect(addr).await.unwrap();
+                let (peer, _) = listener.accept().await.unwrap();
+                (stream, peer)
+            })
+            .unwrap();
+        let (waiting, is_waiting) = std::sync::mpsc::channel();
+        let elsewhere = std::thread::spawn(move || {
+            runner::run(async move {
+                let mut stream = stream;
+                let mut buf = [0; 8];
+                let mut read = std::pin::pin!(stream.read(&mut buf));
+                assert!(futures_lite::future::poll_once(read.as_mut())
+                    .await
+                    .is_none());
+                waiting.send(()).unwrap();
+                read.await.map_err(|e| e.kind())
+            })
+            .unwrap()
+        });
+        is_waiting.recv().unwrap();
+        home.close();
+        elsewhere.join().unwrap()
+    });
+    assert_eq!(got, Err(std::io::ErrorKind::Other));
+}
+
+/// Outside any runner a socket cannot be made: an error that says where to make it.
+#[test]
+fn a_socket_made_outside_a_runner_is_refused_with_a_reason() {
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let err = TcpListener::from_std(std_listener).unwrap_err();
+    assert!(err.to_string().contains("made inside a runner"), "{err}");
+}
+
+/// UDP: datagrams both ways, connected and not, between two sockets; several tasks send on one.
+#[test]
+fn udp_datagrams_go_both_ways() {
+    let got = finishes_within(LIMIT, || {
+        runner::run(async {
+            let a = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+            let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let to = b.local_addr().unwrap();
+            let senders: Vec<_> = (0..4u8)
+                .map(|i| {
+                    let a = a.clone();
+                    runner::spawn(async move { a.send_to(&[i], to).await.unwrap() })
+                })
+                .collect();
+            let mut got = Vec::new();
+            for _ in 0..4 {
+                let mut buf = [0; 4];
+                let (n, from) = b.recv_from(&mut buf).await.unwrap();
+                assert_eq!((n, from), (1, a.local_addr().unwrap()));
+                got.push(buf[0]);
+            }
+            for sender in senders {
+                sender.await.unwrap();
+            }
+            b.connect(a.local_addr().unwrap()).await.unwrap();
+            b.send(b"back").await.unwrap();
+            let mut buf = [0; 4];
+            let (n, _) = a.recv_from(&mut buf).await.unwrap();
+            got.sort();
+            (got, buf[..n].to_vec())
+        })
+        .unwrap()
+    });
+    assert_eq!(got, (vec![0, 1, 2, 3], b"back".to_vec()));
+}
+
+/// Unix streams and datagrams, by path and in pairs.
+#[test]
+#[cfg(unix)]
+fn unix_streams_and_datagrams_work() {
+    use runner::net::{UnixDatagram, UnixListener, UnixStream};
+    let dir = std::env::temp_dir().join(format!("runner-net-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("stream.sock");
+    let got = finishes_within(LIMIT, move || {
+        runner::run(async move {
+            let listener = UnixListener::bind(&path).unwrap();
+            let client = runner::spawn({
+                let path = path.clone();
+                async move {
+                    let mut stream = UnixStream::connect(&path).await.unwrap();
+                    stream.write_all(b"unix").await.unwrap();
+                }
+            });
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            stream.read_to_end(&mut got).await.unwrap();
+            client.await.unwrap();
+            let (a, b) = UnixDatagram::pair().unwrap();
+            a.send(b"dgram").await.unwrap();
+            let mut buf = [0; 8];
+            let n = b.recv(&mut buf).await.unwrap();
+            let (mut x, mut y) = UnixStream::pair().unwrap();
+            x.write_all(b"pair").await.unwrap();
+            let mut pair = [0; 4];
+            y.read_exact(&mut pair).await.unwrap();
+            (got, buf[..n].to_vec(), pair.to_vec())
+        })
+        .unwrap()
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(got, (b"unix".to_vec(), b"dgram".to_vec(), b"pair".to_vec()));
+}
+
+/// A connection refused is an error from `connect`, not a hang.
+#[test]
+fn a_refused_connection_is_an_error() {
+    let got = finishes_within(LIMIT, || {
+        runner::run(async {
+            let addr = {
+                let (listener, addr) = listen().await;
+                drop(listener);
+                addr
+            };
+            TcpStream::connect(addr)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.kind())
+        })
+        .unwrap()
+    });
+    assert_eq!(got, Err(std::io::ErrorKind::ConnectionRefused));
+}
+
+/// The loop's thread waits on the driver (here with no timer: no timeout at all), and each of
+/// these ends the wait: a callback posted from another thread, a pool task waking a loop task,
+/// and a timer coming due. A wake-up that did not reach the wait would hang the test.
+#[test]
+fn the_drivers_wait_is_ended_by_posted_callbacks_pool_tasks_and_timers() {
+    let woken = finishes_within(LIMIT, || {
+        Runner::builder()
+            .workers(1)
+            .run(async {
+                let (_listener, _) = listen().await; // the loop has a driver to wait on
+                let lp = runner::get_running_loop().unwrap();
+                let mut woken = Vec::new();
+                // A callback posted from another thread.
+                let (tx, rx) = async_channel::bounded(1);
+                let handle = lp.handle();
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(20));
+                    handle.call_soon_threadsafe(move || tx.try_send("posted callback").unwrap());
+                });
+                woken.push(rx.recv().await.unwrap());
+                // A pool task waking a loop task.
+                let (tx, rx) = async_channel::bounded(1);
+                drop(runner::spawn_send(async move {
+                    std::thread::sleep(Duration::from_millis(20));
+                    tx.send("pool task").await.unwrap();
+                }));
+                woken.push(rx.recv().await.unwrap());
+                // A timer.
+                runner::sleep(Duration::from_millis(20)).await;
+                woken.push("timer");
+                woken
+            })
+            .unwrap()
+    });
+    assert_eq!(woken, ["posted callback", "pool task", "timer"]);
+}
+
+/// A signal's EINTR never reaches the user: a child process takes a signal every 100 µs (a
+/// handler installed without `SA_RESTART`) while its loop waits, accepts, reads and writes.
+#[test]
+#[cfg(target_os = "linux")]
+fn a_signals_eintr_never_reaches_the_user() {
+    let out = run_child("eintr_child", &[]);
+    common::assert_child_printed(&out, &["1000 round trips, signals taken: true"]);
+}
+
+static SIGNALS: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn count_signal(_: libc::c_int) {
+    SIGNALS.fetch_add(1, Ordering::Relaxed);
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+#[ignore = "run by a_signals_eintr_never_reaches_the_user in a child process"]
+fn eintr_child() {
+    // SAFETY: a handler that only bumps an atomic; the struct is zeroed (no flags: no
+    // SA_RESTART) and fully initialised before use.
+    #[allow(unsafe_code)]
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = count_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        assert_eq!(
+            libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()),
+            0
+        );
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let pid = std::process::id() as libc::pid_t;
+    let signaller = std::thread::spawn(move || {
+        while !s.load(Ordering::Relaxed) {
+            // SAFETY: sends SIGUSR1, handled above, to this process.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::kill(pid, libc::SIGUSR1);
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    });
+    let trips = runner::run(async {
+        let (listener, addr) = listen().await;
+        let server = runner::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = [0; 64];
+            loop {
+                let n = stream.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                stream.write_all(&buf[..n]).await.unwrap();
+            }
+        });
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        for i in 0..1000u32 {
+            if i % 100 == 0 {
+                runner::sleep(Duration::from_millis(1)).await; // the loop waits: signals land
+            }
+            stream.write_all(&i.to_le_bytes()).await.unwrap();
+            let mut back = [0; 4];
+            stream.read_exact(&mut back).await.unwrap();
+            assert_eq!(u32::from_le_bytes(back), i);
+        }
+        drop(stream);
+        server.await.unwrap();
+        1000
+    })
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    signaller.join().unwrap();
+    println!(
+        "{trips} round trips, signals taken: {}",
+        SIGNALS.load(Ordering::Relaxed) > 0
+    );
 }

@@ -638,11 +638,11 @@ fn remote_spawns_racing_close(drop_loop: bool) -> (Vec<runner::Task<()>>, Arc<At
 /// A sweep finding: `LoopHandle::spawn` racing `EventLoop::close` left a task queued after
 /// close's teardown, never run nor dropped, its handle never completing (and, with the loop
 /// dropped, the task and the loop's queue leaked, each holding the other). Once torn down, the
-/// loop drops what arrives at once. Five hundred races, with the loop kept and dropped.
+/// loop drops what arrives at once. Three hundred races, with the loop kept and dropped.
 #[test]
 fn tasks_spawned_from_another_thread_as_the_loop_closes_are_dropped_and_complete() {
     finishes_within(Duration::from_secs(120), || {
-        for round in 0..500 {
+        for round in 0..300 {
             for drop_loop in [false, true] {
                 let (tasks, dropped) = remote_spawns_racing_close(drop_loop);
                 let n = tasks.len();
