@@ -8,7 +8,7 @@
 //! every server once, in a rotating order; the table gives the medians of requests per second, of
 //! the server thread's CPU time per request, and of the per-round ratios.
 //! `BENCH_ROUNDS=N` sets the number of rounds (default 9), `HTTP_REQUESTS=N` the requests a round,
-//! `HTTP_SERVERS=runner,raw` the servers to run. Under `cargo test` (no `--bench`) each
+//! `HTTP_SERVERS='runner::net|tokio*'` the servers to run (names, or prefixes ending in `*`). Under `cargo test` (no `--bench`) each
 //! server serves a few requests once, as a smoke test.
 
 use std::convert::Infallible;
@@ -122,8 +122,16 @@ async fn accept_until_stopped(
         .await;
 }
 
-/// One connection, served by hyper over a `runner::net` socket (smol-hyper adapts futures-io).
+/// One connection, served by hyper over a `runner::net` socket (hyper's own I/O traits, the
+/// `hyper` feature).
 async fn serve_net(stream: runner::net::TcpStream) {
+    let _ = http1::Builder::new()
+        .serve_connection(stream, service_fn(hello))
+        .await;
+}
+
+/// The same through smol-hyper's adapter from futures-io.
+async fn serve_net_adapted(stream: runner::net::TcpStream) {
     let io = smol_hyper::rt::FuturesIo::new(stream);
     let _ = http1::Builder::new()
         .serve_connection(io, service_fn(hello))
@@ -159,6 +167,18 @@ fn runner_net(listener: TcpListener, stop: async_channel::Receiver<()>) -> impl 
             .debug(false)
             .run(accept_net_until_stopped(listener, stop, |s| {
                 drop(runner::spawn(serve_net(s)))
+            }))
+            .expect("the runner runs");
+    }
+}
+
+/// The same, through smol-hyper's adapter.
+fn runner_net_adapted(listener: TcpListener, stop: async_channel::Receiver<()>) -> impl FnOnce() {
+    move || {
+        runner::Runner::builder()
+            .debug(false)
+            .run(accept_net_until_stopped(listener, stop, |s| {
+                drop(runner::spawn(serve_net_adapted(s)))
             }))
             .expect("the runner runs");
     }
@@ -338,8 +358,11 @@ fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(if benching { 64_000 } else { CONNECTIONS });
-    let all: [(&str, ServerFn); 8] = [
+    let all: [(&str, ServerFn); 9] = [
         ("runner::net", |l, s| Box::new(runner_net(l, s))),
+        ("runner::net, smol-hyper adapter", |l, s| {
+            Box::new(runner_net_adapted(l, s))
+        }),
         ("runner, async-io sockets", |l, s| {
             Box::new(runner_server(l, s))
         }),
@@ -358,11 +381,18 @@ fn main() {
             Box::new(tokio_multi(l, s))
         }),
     ];
-    // `HTTP_SERVERS=runner` (names separated by commas) keeps only those servers, to profile one.
+    // `HTTP_SERVERS='runner::net|tokio*'` (names, or prefixes ending in `*`, separated by `|`)
+    // keeps only those servers, to profile one.
     let only = std::env::var("HTTP_SERVERS").unwrap_or_default();
+    let kept = |name: &str| {
+        only.split('|').any(|o| match o.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => name == o,
+        })
+    };
     let servers: Vec<_> = all
         .into_iter()
-        .filter(|(name, _)| only.is_empty() || only.split(',').any(|o| name.starts_with(o)))
+        .filter(|(name, _)| only.is_empty() || kept(name))
         .collect();
     // Per server: requests per second and server CPU time per request, per round.
     let mut rps = vec![Vec::new(); servers.len()];
@@ -399,6 +429,8 @@ fn main() {
     let index = |name: &str| servers.iter().position(|(n, _)| *n == name);
     let pairs = [
         ("runner::net", "tokio current-thread"),
+        ("runner::net, smol-hyper adapter", "tokio current-thread"),
+        ("runner::net", "runner::net, smol-hyper adapter"),
         ("runner::net", "raw smol"),
         ("runner, async-io sockets", "raw smol"),
         ("runner, async-io sockets", "tokio current-thread"),

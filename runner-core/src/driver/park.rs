@@ -1,10 +1,10 @@
 //! `block_on` for a loop's threads: run a future, and when it has nothing to do, wait on the
 //! loop's reactor (for I/O, or the next timer) until something wakes it.
 //!
-//! A loop with a socket of runner's own waits on its poller. A loop without one waits inside
-//! `async_io::block_on`, which drives async-io's reactor from this thread meanwhile: a server on
-//! async-io's sockets (async-net, smol's crates) is then served as fast as it was on async-io
-//! alone, not through async-io's own thread. (A loop that never waits never touches async-io.)
+//! A loop with a socket of runner's own waits on its poller. Until it has one, it runs inside
+//! `async_io::block_on`, which drives async-io's reactor from this thread whenever the loop
+//! waits: a server on async-io's sockets (async-net, smol's crates) is then served as fast as
+//! on async-io alone, not through async-io's own thread.
 //!
 //! A thread's waker is cached, as `async_io::block_on` caches its parker: the main task keeps
 //! the first waker it is polled with. Waking a thread costs what its wait needs: nothing while
@@ -117,38 +117,98 @@ fn parker() -> (Arc<Parker>, Waker) {
 pub(crate) fn block_on<F: Future>(home: Option<Arc<dyn ReactorHome>>, fut: F) -> F::Output {
     let (parker, waker) = parker();
     let _enter = Enter(CURRENT.with(|c| std::mem::replace(&mut *c.borrow_mut(), home.clone())));
-    let reactor = home.as_deref().map(ReactorHome::reactor);
     let mut cx = Cx::from_waker(&waker);
     let mut fut = pin!(fut);
+    let Some(reactor) = home.as_deref().map(ReactorHome::reactor) else {
+        loop {
+            parker.state.store(RUNNING, Ordering::Release);
+            if let Poll::Ready(output) = fut.as_mut().poll(&mut cx) {
+                return output;
+            }
+            if start_waiting(&parker, PARKED) {
+                park_thread(&parker, None);
+            }
+        }
+    };
     let mut busy = 0;
     loop {
         parker.state.store(RUNNING, Ordering::Release);
         if let Poll::Ready(output) = fut.as_mut().poll(&mut cx) {
             return output;
         }
-        let Some(reactor) = reactor else {
-            park(&parker, None, None);
+        let next = fire_timers(reactor);
+        let notified = parker.state.load(Ordering::Acquire) == NOTIFIED;
+        let Some(io) = reactor.io_if_made() else {
+            // No socket of runner's own yet: wait in async-io's reactor (made at the first
+            // such wait only), until done or until the loop makes a driver of its own.
+            if !notified {
+                if let Some(output) = run_in_async_io(&parker, reactor, fut.as_mut(), &mut cx) {
+                    return output;
+                }
+            }
             continue;
         };
-        let next = fire_timers(reactor);
-        if parker.state.load(Ordering::Acquire) == NOTIFIED {
+        if notified {
             // More to do: look at I/O now and then without waiting, then go on.
             busy += 1;
             if busy >= IO_EVERY {
                 busy = 0;
-                if let Some(io) = reactor.io_if_made() {
-                    io.turn(Some(Duration::ZERO), || {});
-                }
+                io.turn(Some(Duration::ZERO), || {});
             }
             continue;
         }
         busy = 0;
-        match reactor.io_if_made() {
-            Some(io) => park_on_io(&parker, io, next),
-            None => park_in_async_io(&parker, next),
-        }
+        park_on_io(&parker, io, next);
         fire_timers(reactor);
     }
+}
+
+/// `block_on` while the loop has no driver of its own: run inside one `async_io::block_on`,
+/// which drives async-io's reactor from this thread whenever `fut` waits, and looks at it
+/// without waiting between busy batches. Staying inside it matters: each `async_io::block_on`
+/// that returns wakes async-io's own thread, which then takes the reactor from this one.
+/// `None` when the loop made its own driver meanwhile: the caller goes on with that.
+fn run_in_async_io<F: Future>(
+    parker: &Parker,
+    reactor: &Reactor,
+    mut fut: std::pin::Pin<&mut F>,
+    cx: &mut Cx<'_>,
+) -> Option<F::Output> {
+    let mut timer = async_io::Timer::never();
+    let mut armed = None;
+    let mut waiting = None;
+    async_io::block_on(std::future::poll_fn(|acx| loop {
+        parker.state.store(RUNNING, Ordering::Release);
+        if let Poll::Ready(output) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        let next = fire_timers(reactor);
+        if reactor.io_if_made().is_some() {
+            return Poll::Ready(None);
+        }
+        if parker.state.load(Ordering::Acquire) == NOTIFIED {
+            // More to do: async-io's `block_on`, woken, looks at I/O without waiting first.
+            acx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        // async-io's waker is the same for the whole `block_on`: noted once.
+        waiting.get_or_insert_with(|| Waiting::on(parker, WaitingOn::AsyncIo(acx.waker().clone())));
+        // The next timer's deadline, as an async-io timer (re-armed only when it changes).
+        if next != armed {
+            armed = next;
+            match next {
+                Some(deadline) => timer.set_at(deadline),
+                None => timer = async_io::Timer::never(),
+            }
+        }
+        if armed.is_some() && std::pin::Pin::new(&mut timer).poll(acx).is_ready() {
+            armed = None;
+            continue;
+        }
+        if start_waiting(parker, WAITING_ASYNC_IO) {
+            return Poll::Pending;
+        }
+    }))
 }
 
 /// Wake the timers due now; the next deadline.
@@ -209,38 +269,6 @@ fn park_on_io(parker: &Parker, io: &Arc<Driver>, deadline: Option<Instant>) {
         .compare_exchange(WAITING_IO, PARKED, Ordering::AcqRel, Ordering::Acquire)
         .is_ok()
     {
-        park_thread(parker, deadline);
-    }
-}
-
-/// Wait inside `async_io::block_on` until woken or `deadline`, driving async-io's reactor.
-fn park_in_async_io(parker: &Parker, deadline: Option<Instant>) {
-    if deadline.is_some_and(|d| d <= Instant::now()) {
-        return;
-    }
-    let mut timer = deadline.map(async_io::Timer::at);
-    let waiting = std::future::poll_fn(|cx| {
-        if parker.state.load(Ordering::Acquire) == NOTIFIED {
-            return Poll::Ready(());
-        }
-        *lock(&parker.waiting_on) = WaitingOn::AsyncIo(cx.waker().clone());
-        if parker.state.load(Ordering::Acquire) == NOTIFIED {
-            return Poll::Ready(());
-        }
-        match &mut timer {
-            Some(timer) => std::pin::Pin::new(timer).poll(cx).map(|_| ()),
-            None => Poll::Pending,
-        }
-    });
-    let _waiting = Waiting::on(parker, WaitingOn::Nothing);
-    if start_waiting(parker, WAITING_ASYNC_IO) {
-        async_io::block_on(waiting);
-    }
-}
-
-/// Park this thread until woken or `deadline`, when there is no reactor to wait on.
-fn park(parker: &Parker, _: Option<&Arc<Driver>>, deadline: Option<Instant>) {
-    if start_waiting(parker, PARKED) {
         park_thread(parker, deadline);
     }
 }

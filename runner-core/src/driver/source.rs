@@ -57,7 +57,47 @@ pub(crate) struct Source {
     state: AtomicUsize,
     /// The tasks waiting for each direction: every one is woken by its direction's next event
     /// (two tasks may wait on one socket, say two `send_to` on a shared `UdpSocket`).
-    waiters: Mutex<[Vec<Waker>; 2]>,
+    waiters: Mutex<[Waiters; 2]>,
+}
+
+/// The tasks waiting for one direction. Mostly one: it is kept inline, so that waiting and
+/// being woken allocate nothing (a `Vec` taken at each wake-up would allocate at each wait).
+#[derive(Default)]
+struct Waiters {
+    first: Option<Waker>,
+    more: Vec<Waker>,
+}
+
+impl Waiters {
+    fn add(&mut self, waker: &Waker) {
+        match &self.first {
+            None => self.first = Some(waker.clone()),
+            Some(first) if first.will_wake(waker) => {}
+            Some(_) => {
+                if !self.more.iter().any(|w| w.will_wake(waker)) {
+                    self.more.push(waker.clone());
+                }
+            }
+        }
+    }
+
+    /// Take every waiter, to be woken outside the lock.
+    fn take(&mut self) -> Waiters {
+        Waiters {
+            first: self.first.take(),
+            more: match self.more.is_empty() {
+                true => Vec::new(),
+                false => std::mem::take(&mut self.more),
+            },
+        }
+    }
+
+    fn wake(self) {
+        self.first
+            .into_iter()
+            .chain(self.more)
+            .for_each(Waker::wake);
+    }
 }
 
 impl Source {
@@ -104,19 +144,18 @@ impl Source {
         let (readers, writers) = {
             let mut waiters = lock(&self.waiters);
             let readers = match read {
-                true => std::mem::take(&mut waiters[0]),
-                false => Vec::new(),
+                true => waiters[0].take(),
+                false => Waiters::default(),
             };
             let writers = match write {
-                true => std::mem::take(&mut waiters[1]),
-                false => Vec::new(),
+                true => waiters[1].take(),
+                false => Waiters::default(),
             };
             (readers, writers)
         };
         // Outside the lock: a waker is someone else's code.
-        for waker in readers.into_iter().chain(writers) {
-            waker.wake();
-        }
+        readers.wake();
+        writers.wake();
     }
 
     fn event(&self, state: usize, direction: Direction) -> Option<ReadyEvent> {
@@ -141,11 +180,7 @@ impl Source {
             return Poll::Ready(event);
         }
         {
-            let mut waiters = lock(&self.waiters);
-            let list = &mut waiters[direction as usize];
-            if !list.iter().any(|w| w.will_wake(cx.waker())) {
-                list.push(cx.waker().clone());
-            }
+            lock(&self.waiters)[direction as usize].add(cx.waker());
         }
         // An event that came while the waker was stored: it may have found no waker.
         match self.event(self.state.load(Ordering::Acquire), direction) {

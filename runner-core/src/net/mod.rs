@@ -39,6 +39,8 @@
 //! reactor.
 
 mod connect;
+#[cfg(feature = "hyper")]
+mod hyper_rt;
 mod registered;
 mod stream;
 pub mod tcp;

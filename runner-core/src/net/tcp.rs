@@ -211,3 +211,5 @@ impl fmt::Debug for TcpStream {
 }
 
 stream_io!(TcpStream, std::net::TcpStream);
+#[cfg(feature = "hyper")]
+crate::net::hyper_rt::hyper_io!(TcpStream);

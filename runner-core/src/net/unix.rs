@@ -123,6 +123,8 @@ impl fmt::Debug for UnixStream {
 }
 
 stream_io!(UnixStream, std_unix::UnixStream);
+#[cfg(feature = "hyper")]
+crate::net::hyper_rt::hyper_io!(UnixStream);
 
 /// A Unix datagram socket, on the loop's own I/O driver.
 pub struct UnixDatagram {
