@@ -663,3 +663,62 @@ fn hyper_serves_a_stream_directly() {
     });
     assert_eq!(got, ["/a 0", "/b 100000", "/c 0"]);
 }
+
+/// A worker that goes idle while the loop's thread waits for events takes the wait over; a
+/// wake-up that comes while it queues for it (the workers told to stop, at close) went to the
+/// thread waiting then, and the worker waited on without it: close said it was still waiting
+/// for the worker after a second, or hung. Thirty runs of loop and pool tasks doing I/O in turn,
+/// in a child (close's notices go to its stderr): every close ends with its workers, reporting
+/// nothing and saying nothing.
+#[test]
+fn workers_taking_the_wait_over_from_the_loop_miss_no_wake_up() {
+    let out = finishes_within(LIMIT, || run_child("wait_taken_over_child", &[]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !stderr.contains("runner:"),
+        "{}",
+        common::text(&out)
+    );
+    common::assert_child_printed(&out, &["reports: []"]);
+}
+
+#[test]
+#[ignore = "run by workers_taking_the_wait_over_from_the_loop_miss_no_wake_up"]
+fn wait_taken_over_child() {
+    let mut reports = Vec::new();
+    for _ in 0..30 {
+        let log = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let l = log.clone();
+        let lp = runner::EventLoop::builder()
+            .workers(2)
+            .exception_handler(move |_, ctx| l.borrow_mut().push(ctx.message().to_owned()))
+            .build();
+        let runner = Runner::builder().loop_factory(move || lp).build();
+        runner
+            .run(async {
+                let (listener, addr) = listen().await;
+                let echo = runner::spawn(async move {
+                    let (stream, _) = listener.accept().await.unwrap();
+                    let (mut read, mut write) = stream.split();
+                    futures_lite::io::copy(&mut read, &mut write).await.unwrap();
+                });
+                let mut stream = TcpStream::connect(addr).await.unwrap();
+                for round in 0..5u8 {
+                    stream = runner::spawn_send(async move {
+                        stream.write_all(&[round]).await.unwrap();
+                        let mut byte = [0];
+                        stream.read_exact(&mut byte).await.unwrap();
+                        stream
+                    })
+                    .await
+                    .unwrap();
+                }
+                drop(stream);
+                echo.await.unwrap();
+            })
+            .unwrap();
+        runner.close();
+        reports.extend(log.borrow().iter().cloned());
+    }
+    println!("reports: {reports:?}");
+}

@@ -70,6 +70,7 @@ mod interim_sigint;
 mod kept_stream;
 mod lock;
 pub mod net;
+mod pool;
 mod post;
 mod process;
 mod pruned;

@@ -1,9 +1,8 @@
-//! Worker threads: a loop built with `workers(n)` runs `Send` tasks ([`spawn_send`]) on
-//! async-executor's work-stealing `Executor`, driven by `n` threads, so that idle workers take
-//! work from busy ones. The engine is async-executor's; what runner adds is the wrapper every
-//! runner task has (`TaskFuture`): the spawner's context copied in, cancellation at scheduling
-//! points, a panic boundary, slow-poll reports in debug mode, async cleanup before the task ends.
-//! The main task and `spawn` stay on the loop's thread.
+//! Worker threads: a loop built with `workers(n)` runs `Send` tasks ([`spawn_send`]) on `n`
+//! threads that share them (`pool`: a queue per worker, which idle workers steal from). Each
+//! task has the wrapper every runner task has (`TaskFuture`): the spawner's context copied in,
+//! cancellation at scheduling points, a panic boundary, slow-poll reports in debug mode, async
+//! cleanup before the task ends. The main task and `spawn` stay on the loop's thread.
 //!
 //! ```
 //! use runner_core::ContextVar;
@@ -43,16 +42,16 @@ use crate::blocking::BlockingHandle;
 use crate::context::Context;
 use crate::header::Header;
 use crate::lock::lock;
+use crate::pool::Pool;
 use crate::post::{Post, ReportTo};
 use crate::queue::Inbox;
-use crate::refused::drop_refused;
 use crate::report::ExceptionContext;
 use crate::task::bound;
 use crate::task::future::{Home, TaskFuture};
 use crate::task::handle::Task;
 use crate::task::registry::Slot;
 use crate::task::scope;
-use crate::task::spawn::spawn_on;
+use crate::task::spawn::{never_run, spawn_on, task_ref};
 use crate::task::worker_local::{close_asyncgens_on, Done, WorkerLocal};
 use crate::time::Sleep;
 
@@ -62,10 +61,9 @@ pub(crate) const JOIN_WAIT: Duration = Duration::from_secs(1);
 
 /// A loop's worker pool.
 pub(crate) struct Workers {
-    /// Dropped (with the tasks left on it) with the last handle to the pool: the loop's, once
-    /// the worker threads have exited (each lets go of its handle before it says so). Read
-    /// without a lock on every spawn.
-    executor: async_executor::Executor<'static>,
+    /// Torn down (with the tasks left on it) with the last handle to the pool: the loop's, once
+    /// the worker threads have exited (each lets go of its handle before it says so).
+    pool: Pool,
     /// The workers are told to exit.
     stop: Arc<AtomicBool>,
     stopped: Event,
@@ -106,7 +104,7 @@ impl Workers {
         slow_poll: Option<Duration>,
     ) -> Option<Arc<Workers>> {
         let workers = Arc::new(Workers {
-            executor: async_executor::Executor::new(),
+            pool: Pool::new(n),
             stop: Arc::new(AtomicBool::new(false)),
             stopped: Event::new(),
             exits: Arc::default(),
@@ -120,7 +118,7 @@ impl Workers {
             workers.exits.running.fetch_add(1, Ordering::AcqRel);
             let started = thread::Builder::new()
                 .name(format!("runner-worker-{i}"))
-                .spawn(move || pool.work(slow_poll));
+                .spawn(move || pool.work(i, slow_poll));
             if let Err(err) = started {
                 workers.exits.running.fetch_sub(1, Ordering::AcqRel);
                 crate::report::write_stderr(format_args!(
@@ -139,7 +137,7 @@ impl Workers {
     /// stop; then finish those cleanups (running the pool meanwhile). The thread lets go of the
     /// pool before it says it has exited, so that what is left on the pool is dropped by the
     /// loop's close (R2.6), not a moment after it by this thread.
-    fn work(self: Arc<Self>, slow: Option<Duration>) {
+    fn work(self: Arc<Self>, index: usize, slow: Option<Duration>) {
         scope::set_slow_poll_threshold(slow);
         // A report made here with no loop at hand (a cleanup's panic) goes to the loop.
         let _report_to = ReportTo::enter(self.inbox.owner());
@@ -158,9 +156,9 @@ impl Workers {
                 listener.await;
             }
         };
-        local.block_on(self.executor.run(stop));
+        local.block_on(self.pool.run(index, stop));
         // Every cleanup made on this thread is finished before it exits.
-        local.finish(&self.executor);
+        local.finish(&self.pool, index);
         bound::drop_kept();
         drop(local);
         let _ = CURRENT.try_with(|c| c.borrow_mut().take());
@@ -176,17 +174,24 @@ impl Workers {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let (home, me) = Home::owned(Header::new(None, at, self.inbox.owner()));
-        let fut = TaskFuture::new(fut, home, Context::current(), Slot::Never);
-        if self.stop.load(Ordering::Acquire) {
+        let header = Header::new(None, at, self.inbox.owner());
+        let stopped = self.stop.load(Ordering::Acquire);
+        let ctx = match stopped {
+            true => Context::new(),
+            false => Context::current(),
+        };
+        let (runnable, task) = self.pool.spawn(header, |header| {
+            TaskFuture::new(fut, Home::pool(header), ctx, Slot::Never)
+        });
+        let me = task_ref(&runnable, &task);
+        if stopped {
             // The pool is stopped: the task is cancelled at once, its future dropped here (not
             // inside another such drop: see `refused`).
-            me.cancel_for_interrupt();
-            drop_refused(Box::new(fut));
-            return Task::cancelled(me);
+            return never_run(runnable, task, me);
         }
         self.inbox.track_off_loop(&me);
-        Task::on_pool(self.executor.spawn(fut), me)
+        runnable.schedule();
+        Task::new(task, me)
     }
 
     /// The loop the pool belongs to.
@@ -302,6 +307,14 @@ impl Workers {
             self.running(),
             waited.as_secs_f64()
         )));
+    }
+}
+
+impl Drop for Workers {
+    /// The last handle to the pool is gone (its threads have exited, or the last one is
+    /// exiting): drop the tasks left on it, queued or waiting.
+    fn drop(&mut self) {
+        self.pool.tear_down(self.inbox.off_loop_pending());
     }
 }
 

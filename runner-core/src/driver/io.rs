@@ -1,8 +1,15 @@
 //! A loop's I/O driver: its poller and the sources registered with it. Any thread of the loop
 //! (the loop's own, a worker) may be the one waiting for events; the others park until woken.
+//!
+//! Workers come first: a worker that goes idle while the loop's thread waits for events has it
+//! hand the wait over (a notification ends its wait), and the loop's thread parks instead while
+//! a worker waits. The events of a server's connections, on the pool, then wake their tasks on
+//! the worker that runs them, not on the loop's thread, which would have to wake a worker for
+//! each (a futex call per request in the HTTP benchmark).
 
 use std::io;
-use std::sync::{Arc, Mutex, TryLockError};
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
 use crate::driver::poller::{EventBuffer, IoSource, Poller, Ready};
@@ -40,6 +47,36 @@ pub(crate) struct Driver {
     sources: Mutex<Slab>,
     /// Held by the thread waiting for events: the one lock decides who waits.
     waiting: Mutex<Waiting>,
+    /// Workers waiting for events, or about to.
+    workers_waiting: AtomicUsize,
+    /// The loop's thread holds `waiting`, or is about to take it.
+    loop_waits: AtomicBool,
+}
+
+/// What a thread waiting for events tells its parker.
+pub(crate) trait WaitHooks {
+    /// The thread was woken while it was about to wait.
+    fn woken(&self) -> bool;
+    /// The wait is over: a wake-up need not notify the thread from now on.
+    fn awake(&self);
+}
+
+/// A look at the events that does not wait (nothing to tell).
+pub(crate) struct JustLook;
+
+impl WaitHooks for JustLook {
+    fn woken(&self) -> bool {
+        false
+    }
+
+    fn awake(&self) {}
+}
+
+/// Which thread of a loop waits: see the module documentation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Waiter {
+    Loop,
+    Worker,
 }
 
 impl Driver {
@@ -52,6 +89,8 @@ impl Driver {
                 ready: Vec::new(),
                 sources: Vec::new(),
             }),
+            workers_waiting: AtomicUsize::new(0),
+            loop_waits: AtomicBool::new(false),
         })
     }
 
@@ -118,33 +157,87 @@ impl Driver {
         self.poller.notify();
     }
 
-    /// If no other thread waits for events now: wait for them, at most `timeout` (zero: just
-    /// look), call `awake` (the thread no longer waits: a wake-up need not notify it), and
-    /// deliver the events to their sources' tasks; true then. False at once if another thread
-    /// waits: the caller parks instead.
-    pub(crate) fn turn(&self, timeout: Option<Duration>, awake: impl FnOnce()) -> bool {
-        let mut waiting = match self.waiting.try_lock() {
-            Ok(waiting) => waiting,
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => return false,
-        };
+    /// If no other thread waits for events now (and `who` is the loop's thread: no worker
+    /// wants to), wait for them, at most `timeout` (zero: just look), tell `hooks` the thread
+    /// is awake (a wake-up need not notify it), and deliver the events to their sources'
+    /// tasks; true then. False at once otherwise: the caller parks instead.
+    pub(crate) fn turn(
+        &self,
+        timeout: Option<Duration>,
+        who: Waiter,
+        hooks: impl WaitHooks,
+    ) -> bool {
+        match who {
+            Waiter::Loop => {
+                self.loop_waits.store(true, Ordering::SeqCst);
+                fence(Ordering::SeqCst);
+                let waiting = match self.workers_waiting.load(Ordering::SeqCst) {
+                    0 => self.try_wait(),
+                    _ => None,
+                };
+                let turned = waiting.map(|w| self.wait(w, timeout, &hooks)).is_some();
+                self.loop_waits.store(false, Ordering::SeqCst);
+                turned
+            }
+            Waiter::Worker => {
+                self.workers_waiting.fetch_add(1, Ordering::SeqCst);
+                fence(Ordering::SeqCst);
+                let waiting = match self.try_wait() {
+                    Some(waiting) => Some(waiting),
+                    None if timeout != Some(Duration::ZERO)
+                        && self.loop_waits.load(Ordering::SeqCst) =>
+                    {
+                        // Take the wait over from the loop's thread.
+                        self.notify();
+                        Some(lock(&self.waiting))
+                    }
+                    None => None,
+                };
+                let turned = waiting.map(|w| self.wait(w, timeout, &hooks)).is_some();
+                self.workers_waiting.fetch_sub(1, Ordering::SeqCst);
+                turned
+            }
+        }
+    }
+
+    fn try_wait(&self) -> Option<MutexGuard<'_, Waiting>> {
+        match self.waiting.try_lock() {
+            Ok(waiting) => Some(waiting),
+            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// Wait and deliver (see [`turn`](Self::turn)), holding `waiting` throughout.
+    fn wait(
+        &self,
+        mut waiting: MutexGuard<'_, Waiting>,
+        timeout: Option<Duration>,
+        hooks: &impl WaitHooks,
+    ) {
         let Waiting {
             buffer,
             ready,
             sources,
         } = &mut *waiting;
         ready.clear();
+        // A wake-up that came while this thread queued for the wait (taking it over from the
+        // loop's thread) notified the thread waiting then, not this one: look without waiting.
+        let timeout = match hooks.woken() {
+            true => Some(Duration::ZERO),
+            false => timeout,
+        };
         let waited = self.poller.wait(buffer, timeout, ready);
-        awake();
+        hooks.awake();
         if waited.is_err() {
             // Not a condition a retry mends (the poller's descriptor is broken): the waits
             // become short sleeps, and timers still fire.
             let nap = Duration::from_millis(10);
             std::thread::sleep(timeout.map_or(nap, |t| t.min(nap)));
-            return true;
+            return;
         }
         if ready.is_empty() {
-            return true;
+            return;
         }
         {
             let slab = lock(&self.sources);
@@ -157,11 +250,10 @@ impl Driver {
                 }
             }
         }
-        // Delivered outside the lock: waking a task is someone else's code.
+        // Delivered outside the sources' lock: waking a task is someone else's code.
         for (source, event) in sources.drain(..) {
             source.set_ready(event);
         }
-        true
     }
 
     /// The loop is closing: every source's operations fail from now on.

@@ -20,7 +20,7 @@ use std::task::{Context as Cx, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-use crate::driver::io::Driver;
+use crate::driver::io::{Driver, JustLook, WaitHooks, Waiter};
 use crate::driver::{Reactor, ReactorHome};
 use crate::lock::lock;
 
@@ -114,7 +114,11 @@ fn parker() -> (Arc<Parker>, Waker) {
 
 /// Run `fut` on this thread until it completes, waiting on `home`'s reactor (none: parking)
 /// whenever it has nothing to do. `home` is the current reactor meanwhile.
-pub(crate) fn block_on<F: Future>(home: Option<Arc<dyn ReactorHome>>, fut: F) -> F::Output {
+pub(crate) fn block_on<F: Future>(
+    home: Option<Arc<dyn ReactorHome>>,
+    who: Waiter,
+    fut: F,
+) -> F::Output {
     let (parker, waker) = parker();
     let _enter = Enter(CURRENT.with(|c| std::mem::replace(&mut *c.borrow_mut(), home.clone())));
     let mut cx = Cx::from_waker(&waker);
@@ -153,12 +157,12 @@ pub(crate) fn block_on<F: Future>(home: Option<Arc<dyn ReactorHome>>, fut: F) ->
             busy += 1;
             if busy >= IO_EVERY {
                 busy = 0;
-                io.turn(Some(Duration::ZERO), || {});
+                io.turn(Some(Duration::ZERO), who, JustLook);
             }
             continue;
         }
         busy = 0;
-        park_on_io(&parker, io, next);
+        park_on_io(&parker, io, who, next);
         fire_timers(reactor);
     }
 }
@@ -242,8 +246,22 @@ fn start_waiting(parker: &Parker, waiting: u8) -> bool {
         .is_ok()
 }
 
+impl WaitHooks for &Parker {
+    fn woken(&self) -> bool {
+        self.state.load(Ordering::Acquire) == NOTIFIED
+    }
+
+    fn awake(&self) {
+        // Back from the wait: wake-ups made while the events are delivered (to this thread's
+        // own tasks, mostly) need no notification.
+        let _ =
+            self.state
+                .compare_exchange(WAITING_IO, RUNNING, Ordering::AcqRel, Ordering::Acquire);
+    }
+}
+
 /// Wait on the loop's poller until woken or `deadline`, or park if another thread waits on it.
-fn park_on_io(parker: &Parker, io: &Arc<Driver>, deadline: Option<Instant>) {
+fn park_on_io(parker: &Parker, io: &Arc<Driver>, who: Waiter, deadline: Option<Instant>) {
     let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
     if timeout == Some(Duration::ZERO) {
         return;
@@ -252,18 +270,10 @@ fn park_on_io(parker: &Parker, io: &Arc<Driver>, deadline: Option<Instant>) {
     if !start_waiting(parker, WAITING_IO) {
         return;
     }
-    let awake = || {
-        // Back from the wait: wake-ups made while the events are delivered (to this thread's
-        // own tasks, mostly) need no notification.
-        let _ =
-            parker
-                .state
-                .compare_exchange(WAITING_IO, RUNNING, Ordering::AcqRel, Ordering::Acquire);
-    };
-    if io.turn(timeout, awake) {
+    if io.turn(timeout, who, parker) {
         return;
     }
-    // Another thread waits on the poller: park instead.
+    // Another thread waits on the poller (or a worker wants to): park instead.
     if parker
         .state
         .compare_exchange(WAITING_IO, PARKED, Ordering::AcqRel, Ordering::Acquire)

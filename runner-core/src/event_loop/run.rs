@@ -8,6 +8,7 @@ use std::panic::{resume_unwind, Location};
 use std::pin::pin;
 
 use crate::context::Context;
+use crate::driver::io::Waiter;
 use crate::driver::park::block_on;
 use crate::error::RunError;
 use crate::event_loop::api::EventLoop;
@@ -79,6 +80,7 @@ impl EventLoop {
         let home = self.inner.scope.inbox.reactor_home();
         Ok(block_on(
             Some(home),
+            Waiter::Loop,
             poll_fn(|cx| {
                 let poll = run.as_mut().poll(cx);
                 if poll.is_pending() {

@@ -17,6 +17,7 @@ use futures_lite::FutureExt;
 use pin_project_lite::pin_project;
 
 use crate::context::Context;
+use crate::driver::io::Waiter;
 use crate::driver::park::block_on;
 use crate::error::{drop_quietly, panic_message};
 use crate::report::{write_stderr, ExceptionContext};
@@ -139,8 +140,8 @@ pub(crate) fn run_now_until(mut cleanups: Vec<Cleanup>, deadline: Option<Instant
         });
         // On the spot: no loop runs here (a timer falls back to async-io's).
         match deadline {
-            None => block_on(None, all),
-            Some(deadline) => block_on(None, all.or(Sleep::until(deadline))),
+            None => block_on(None, Waiter::Loop, all),
+            Some(deadline) => block_on(None, Waiter::Loop, all.or(Sleep::until(deadline))),
         }
         if cleanups.is_empty() {
             return;

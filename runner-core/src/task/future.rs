@@ -103,9 +103,11 @@ enum Cleanups {
 pub(crate) enum Home {
     /// In the async-task allocation this future lives in, as its metadata.
     Spawned(NonNull<Header>),
-    /// In an `OwnedHeader` of its own: the future is polled by a run or by the worker pool, not
-    /// in one of runner's async-task allocations. The handle (whose waker is the
-    /// `OwnedHeader`'s) keeps it alive.
+    /// As `Spawned`, in a task of the worker pool: polled on a worker thread, off the loop.
+    Pool(NonNull<Header>),
+    /// In an `OwnedHeader` of its own: the future is polled by a run (its main task) or by a
+    /// worker's local executor (a task pinned to the worker), not in one of runner's async-task
+    /// allocations. The handle (whose waker is the `OwnedHeader`'s) keeps it alive.
     Owned(Arc<OwnedHeader>, TaskRef),
 }
 
@@ -119,6 +121,11 @@ impl Home {
     /// future, which is stored in the same allocation.
     pub(crate) fn spawned(header: &Header) -> Home {
         Home::Spawned(NonNull::from(header))
+    }
+
+    /// A pool task's home: as [`spawned`](Self::spawned), polled off the loop.
+    pub(crate) fn pool(header: &Header) -> Home {
+        Home::Pool(NonNull::from(header))
     }
 
     /// The home of a main task or a pool task, and a handle to the task.
@@ -136,7 +143,7 @@ impl Home {
             // when it frees the allocation, after it has dropped the future (`RawTask::destroy`),
             // so the header outlives every use through the future.
             #[allow(unsafe_code)]
-            Home::Spawned(header) => unsafe { header.as_ref() },
+            Home::Spawned(header) | Home::Pool(header) => unsafe { header.as_ref() },
             Home::Owned(_, task) => task.header(),
         }
     }
@@ -144,7 +151,7 @@ impl Home {
     /// The waker that keeps the header alive when no poll's waker is at hand: a main task's own.
     fn own_waker(&self) -> Option<&Waker> {
         match self {
-            Home::Spawned(_) => None,
+            Home::Spawned(_) | Home::Pool(_) => None,
             Home::Owned(_, task) => Some(task.waker()),
         }
     }
@@ -187,7 +194,7 @@ impl<F: Future> Future for TaskFuture<F> {
         // The waker that keeps the header alive for `current_task`: a spawned task is polled by
         // async-task with a waker of its own allocation; a main task has its own.
         let own_waker = match home {
-            Home::Spawned(_) => cx.waker(),
+            Home::Spawned(_) | Home::Pool(_) => cx.waker(),
             Home::Owned(_, task) => task.waker(),
         };
         if let Slot::OnFirstPoll = this.slot {
@@ -214,7 +221,7 @@ impl<F: Future> Future for TaskFuture<F> {
                     Err(payload) => Outcome::PanickedCancelling(payload),
                 }
             } else {
-                let off_loop = matches!(home, Home::Owned(..));
+                let off_loop = matches!(home, Home::Owned(..) | Home::Pool(_));
                 if off_loop {
                     header.set_polling(true);
                 }

@@ -136,7 +136,7 @@ where
 }
 
 /// A handle to the task that `runnable` runs and `task` awaits.
-fn task_ref<T>(runnable: &Runnable, task: &async_task::Task<T, Header>) -> TaskRef {
+pub(crate) fn task_ref<T>(runnable: &Runnable, task: &async_task::Task<T, Header>) -> TaskRef {
     // SAFETY: the runnable's waker holds a reference to the task's allocation, whose metadata
     // is the header.
     #[allow(unsafe_code)]
@@ -147,7 +147,7 @@ fn task_ref<T>(runnable: &Runnable, task: &async_task::Task<T, Header>) -> TaskR
 
 /// A task spawned on a closed loop: cancelled at once, its future dropped without being polled
 /// (not inside another such drop: see `refused`).
-fn never_run<T>(
+pub(crate) fn never_run<T>(
     runnable: Runnable,
     task: async_task::Task<Option<Output<T>>, Header>,
     me: TaskRef,

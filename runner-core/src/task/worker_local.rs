@@ -22,13 +22,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as Cx, Poll, Waker};
 
-use async_executor::{Executor, LocalExecutor};
+use async_executor::LocalExecutor;
 use event_listener::Event;
 
+use crate::driver::io::Waiter;
 use crate::driver::park::block_on;
 use crate::error::catch_quietly;
 use crate::header::TaskRef;
 use crate::lock::lock;
+use crate::pool::Pool;
 use crate::post::{Delivery, Job, Post};
 use crate::pruned::Pruned;
 use crate::queue::Inbox;
@@ -136,17 +138,21 @@ impl WorkerLocal {
     /// Run `fut` to completion on this thread, running local tasks meanwhile; idle, the thread
     /// waits on the loop's reactor (I/O and timers) like the loop's own thread.
     pub(crate) fn block_on<T>(&self, fut: impl Future<Output = T>) -> T {
-        block_on(Some(self.home.reactor_home()), self.executor.run(fut))
+        block_on(
+            Some(self.home.reactor_home()),
+            Waiter::Worker,
+            self.executor.run(fut),
+        )
     }
 
     /// The worker is stopping: refuse new pinned tasks, close the generators still open here
     /// and the mailbox (running what was posted), then run local tasks until none is left. The
     /// pool's tasks run meanwhile too: a cleanup may wait for one (close has cancelled them).
-    pub(crate) fn finish(self: &Rc<Self>, pool: &Executor<'static>) {
+    pub(crate) fn finish(self: &Rc<Self>, pool: &Pool, index: usize) {
         self.stopping.store(true, Ordering::Release);
         self.close_asyncgens(None);
         self.mailbox.close();
-        self.block_on(pool.run(async {
+        self.block_on(pool.run(index, async {
             while self.outstanding.get() > 0 {
                 let listener = self.idle.listen();
                 if self.outstanding.get() > 0 {
@@ -269,8 +275,8 @@ pub(crate) struct WorkerGuard {
 
 impl WorkerGuard {
     /// See [`WorkerLocal::finish`].
-    pub(crate) fn finish(&self, pool: &Executor<'static>) {
-        self.local.finish(pool);
+    pub(crate) fn finish(&self, pool: &Pool, index: usize) {
+        self.local.finish(pool, index);
     }
 }
 
