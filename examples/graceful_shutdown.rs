@@ -12,16 +12,24 @@
 //! ```
 //!
 //! `cargo run --example graceful_shutdown -- 0` picks a free port.
+//!
+//! The sockets are `runner::net`'s, on runner's own I/O driver. They are made inside the runner
+//! (here, in `main`'s future), whose loop drives them; `&TcpStream` reads and writes too, so the
+//! connection's task and its cleanup share the stream.
 
 use std::io;
-use std::net::{TcpListener, TcpStream};
+use std::net::Ipv4Addr;
 use std::rc::Rc;
 
-use async_io::Async;
 use futures_lite::io::BufReader;
 use futures_lite::{AsyncBufReadExt, AsyncWriteExt};
+use runner::net::{TcpListener, TcpStream};
 
-async fn serve(listener: Async<TcpListener>) -> io::Result<()> {
+async fn serve(port: u16) -> io::Result<()> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await?;
+    println!("listening on {}", listener.local_addr()?);
+    println!("press Ctrl-C to shut down");
+
     loop {
         let (stream, peer) = listener.accept().await?;
         println!("client {peer} connected");
@@ -34,14 +42,14 @@ async fn serve(listener: Async<TcpListener>) -> io::Result<()> {
     }
 }
 
-async fn echo(stream: Rc<Async<TcpStream>>) -> io::Result<()> {
+async fn echo(stream: Rc<TcpStream>) -> io::Result<()> {
     // Runs when this task ends for any reason, cancellation by the shutdown included.
     let goodbye = stream.clone();
     let _goodbye = runner::defer(async move {
         let _ = (&*goodbye)
             .write_all(b"goodbye: the server is shutting down\n")
             .await;
-        let _ = goodbye.get_ref().shutdown(std::net::Shutdown::Both);
+        let _ = goodbye.shutdown(std::net::Shutdown::Both);
         println!("said goodbye to a client");
     });
     let mut lines = BufReader::new(&*stream).lines();
@@ -57,12 +65,8 @@ fn main() -> io::Result<()> {
         .nth(1)
         .and_then(|p| p.parse().ok())
         .unwrap_or(7878);
-    let listener = Async::<TcpListener>::bind(([127, 0, 0, 1], port))?;
-    println!("listening on {}", listener.get_ref().local_addr()?);
-    println!("press Ctrl-C to shut down");
-
     let runner = runner::Runner::new();
-    let result = runner.run(serve(listener));
+    let result = runner.run(serve(port));
     println!("shutting down: closing the runner (connection tasks say goodbye)");
     runner.close();
     match result {

@@ -20,22 +20,32 @@
 //! With a workers argument, each connection is a `runner::spawn_send` task on the worker pool
 //! (the accept loop stays on the main thread); without one, a `runner::spawn` task on the main
 //! thread. The code is the same: `spawn_send` runs on the loop thread when there is no pool.
+//!
+//! The sockets are `runner::net`'s, on runner's own I/O driver; a connection moves from the
+//! accept loop to a worker as it is. hyper serves a `runner::net::TcpStream` directly (no
+//! adapter) with the `hyper` feature, which adds hyper's I/O traits to runner's streams:
+//!
+//! ```toml
+//! [dependencies]
+//! runner = { version = "0.1", features = ["hyper"] }
+//! hyper = { version = "1", features = ["server", "http1"] }
+//! http-body-util = "0.1"
+//! ```
 
 use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::{TcpListener, TcpStream};
+use std::net::Ipv4Addr;
 use std::pin::pin;
 use std::rc::Rc;
 use std::time::Duration;
 
-use async_io::Async;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use smol_hyper::rt::FuturesIo;
+use runner::net::{TcpListener, TcpStream};
 
 fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -58,8 +68,8 @@ fn main() -> std::io::Result<()> {
 }
 
 async fn serve_until_ctrl_c(port: u16, grace: Duration) -> std::io::Result<()> {
-    let listener = Async::<TcpListener>::bind(([127, 0, 0, 1], port))?;
-    println!("listening on {}", listener.get_ref().local_addr()?);
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await?;
+    println!("listening on {}", listener.local_addr()?);
 
     let connections: Rc<RefCell<Vec<runner::Task<()>>>> = Rc::default();
     let open = connections.clone();
@@ -89,8 +99,8 @@ async fn serve_until_ctrl_c(port: u16, grace: Duration) -> std::io::Result<()> {
 
 /// Serve one connection until the client closes it, or until Ctrl-C: then finish the requests
 /// in flight and close.
-async fn serve(stream: Async<TcpStream>) {
-    let conn = http1::Builder::new().serve_connection(FuturesIo::new(stream), service_fn(respond));
+async fn serve(stream: TcpStream) {
+    let conn = http1::Builder::new().serve_connection(stream, service_fn(respond));
     let mut conn = pin!(conn);
     let mut ctrl_c = pin!(runner::ctrl_c());
     let mut shutting_down = false;
