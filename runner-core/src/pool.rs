@@ -8,9 +8,12 @@
 //!
 //! Who wakes whom, the costs the design is about (docs/performance.md):
 //! - A task woken on a worker goes to that worker's queue. While the worker is delivering I/O
-//!   events or timers it woke itself up for (it is idle, inside `block_on`'s wait), nobody else
-//!   is woken: it runs them itself when the wait returns, and only if it then has more than one
-//!   does it wake a sleeping worker to steal some.
+//!   events or firing timers (`driver::park::delivering`), nobody else is woken: it runs what
+//!   they woke once it is done, and only if it then has more than one task does it wake a
+//!   sleeping worker to steal some. A task woken by a task the worker runs wakes a sleeping
+//!   worker (unless one is searching); one that yields wakes nobody.
+//! - Every 61 tasks a worker looks at the shared queue first, so that tasks that keep it busy
+//!   cannot starve the ones scheduled from outside.
 //! - A task scheduled from outside goes to the shared queue, and wakes a sleeping worker unless
 //!   one is already searching (woken and not yet found work): that one will take it.
 //! - An idle worker sleeps in `block_on`: the first to go idle waits on the loop's I/O driver,
@@ -29,6 +32,7 @@ use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context as Cx, Poll, Waker};
 
+use crate::driver::park;
 use crate::header::{Header, Runnable, TaskRef};
 use crate::lock::lock;
 use crate::refused::drop_refused;
@@ -39,6 +43,11 @@ const BUDGET: usize = 128;
 
 /// How many tasks a worker takes from the shared queue at once, at most.
 const BATCH: usize = 32;
+
+/// A worker looks at the shared queue before its own every this many tasks, so that tasks
+/// that keep their worker busy (yielding, waking each other) cannot starve tasks scheduled from
+/// outside the pool (tokio's `global_queue_interval` is 61 too).
+const SHARED_EVERY: u32 = 61;
 
 /// See the module documentation.
 pub(crate) struct Pool {
@@ -118,8 +127,8 @@ thread_local! {
     /// Tasks being stolen, between the victim's queue and the thief's (kept: no allocation
     /// under the victim's lock).
     static STOLEN: std::cell::RefCell<Vec<Runnable>> = const { std::cell::RefCell::new(Vec::new()) };
-    /// The pool this thread is a worker of (its address), which worker, and whether it is
-    /// inside `block_on`'s wait (see the module documentation).
+    /// The pool this thread is a worker of (its address), which worker, and whether its run is
+    /// asleep (not polled until woken).
     static CURRENT: Cell<Option<Current>> = const { Cell::new(None) };
 }
 
@@ -183,6 +192,7 @@ impl Pool {
             index: index.min(self.shared.workers.len() - 1),
             until,
             searching: false,
+            ticks: 0,
             entered: None,
         }
     }
@@ -237,11 +247,14 @@ impl Shared {
             queue.push_back(runnable);
             worker.len.store(queue.len(), Ordering::SeqCst);
         }
-        if me.waiting {
-            // Delivering its own wake-ups: it runs them once its wait returns.
+        let delivering = park::delivering();
+        if me.waiting || delivering {
+            // Its run is not being polled: have it polled again.
             worker.waker.wake();
-        } else if !yielded {
-            // (A task that yields is this worker's to run again: nobody else need wake.)
+        }
+        if !delivering && !yielded {
+            // Delivering events or timers, the worker runs what they wake once it is done; a
+            // task that yields is the worker's to run again: nobody else need wake for those.
             self.wake_one();
         }
     }
@@ -293,8 +306,16 @@ impl Shared {
 
     /// The next task for worker `index`: its own queue first, then the shared queue (a batch),
     /// then half of another worker's queue.
-    fn next_task(&self, index: usize) -> Option<Runnable> {
+    fn next_task(&self, index: usize, shared_first: bool) -> Option<Runnable> {
         let me = &self.workers[index];
+        if shared_first && self.injected_len.load(Ordering::Acquire) > 0 {
+            let mut injected = self.lock_injected();
+            if let Some(runnable) = injected.queue.pop_front() {
+                self.injected_len
+                    .store(injected.queue.len(), Ordering::Release);
+                return Some(runnable);
+            }
+        }
         if me.len.load(Ordering::Acquire) > 0 {
             let mut queue = lock(&me.queue);
             if let Some(runnable) = queue.pop_front() {
@@ -359,6 +380,8 @@ pin_project_lite::pin_project! {
         until: F,
         // This worker counts in `Shared::searching`.
         searching: bool,
+        // Tasks run (for `SHARED_EVERY`).
+        ticks: u32,
         // This thread is the worker: what was there before (put back on drop).
         entered: Option<Option<Current>>,
     }
@@ -415,7 +438,8 @@ impl<F: Future> Future for Run<'_, F> {
             return Poll::Ready(output);
         }
         for _ in 0..BUDGET {
-            match shared.next_task(index) {
+            *this.ticks = this.ticks.wrapping_add(1);
+            match shared.next_task(index, *this.ticks % SHARED_EVERY == 0) {
                 Some(runnable) => {
                     if *this.searching {
                         // Found work: if it was the last searcher, another worker may look

@@ -51,6 +51,8 @@ pub(crate) struct Driver {
     workers_waiting: AtomicUsize,
     /// The loop's thread holds `waiting`, or is about to take it.
     loop_waits: AtomicBool,
+    /// A worker queues for `waiting` to take the wait over from the loop's thread.
+    taking_over: AtomicUsize,
 }
 
 /// What a thread waiting for events tells its parker.
@@ -91,6 +93,7 @@ impl Driver {
             }),
             workers_waiting: AtomicUsize::new(0),
             loop_waits: AtomicBool::new(false),
+            taking_over: AtomicUsize::new(0),
         })
     }
 
@@ -185,11 +188,16 @@ impl Driver {
                 let waiting = match self.try_wait() {
                     Some(waiting) => Some(waiting),
                     None if timeout != Some(Duration::ZERO)
-                        && self.loop_waits.load(Ordering::SeqCst) =>
+                        && self.loop_waits.load(Ordering::SeqCst)
+                        && self.taking_over.load(Ordering::SeqCst) == 0 =>
                     {
-                        // Take the wait over from the loop's thread.
+                        // Take the wait over from the loop's thread: end its wait and queue for
+                        // the lock.
+                        self.taking_over.fetch_add(1, Ordering::SeqCst);
                         self.notify();
-                        Some(lock(&self.waiting))
+                        let waiting = lock(&self.waiting);
+                        self.taking_over.fetch_sub(1, Ordering::SeqCst);
+                        Some(waiting)
                     }
                     None => None,
                 };
@@ -200,7 +208,12 @@ impl Driver {
         }
     }
 
+    /// The lock, unless it is taken, or promised to a worker taking the wait over (which
+    /// would otherwise lose it again and again to a thread whose wait has just ended).
     fn try_wait(&self) -> Option<MutexGuard<'_, Waiting>> {
+        if self.taking_over.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
         match self.waiting.try_lock() {
             Ok(waiting) => Some(waiting),
             Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),

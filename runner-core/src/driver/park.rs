@@ -75,10 +75,35 @@ impl Wake for Parker {
 }
 
 thread_local! {
+    /// This thread is delivering events or firing timers (see [`delivering`]).
+    static DELIVERING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     /// This thread's parker and its waker, made at the first `block_on`.
     static PARKER: RefCell<Option<(Arc<Parker>, Waker)>> = const { RefCell::new(None) };
     /// The reactor of the `block_on` running on this thread.
     static CURRENT: RefCell<Option<Arc<dyn ReactorHome>>> = const { RefCell::new(None) };
+}
+
+/// True while this thread delivers I/O events or fires timers, between polls of its future:
+/// the tasks that wake now are run by this thread as soon as it is done (the pool's scheduler
+/// wakes no other worker for them).
+pub(crate) fn delivering() -> bool {
+    DELIVERING.try_with(std::cell::Cell::get).unwrap_or(false)
+}
+
+/// Marks this thread as delivering while it lives (see [`delivering`]).
+struct Delivering;
+
+impl Delivering {
+    fn enter() -> Delivering {
+        let _ = DELIVERING.try_with(|d| d.set(true));
+        Delivering
+    }
+}
+
+impl Drop for Delivering {
+    fn drop(&mut self) {
+        let _ = DELIVERING.try_with(|d| d.set(false));
+    }
 }
 
 /// The reactor of the `block_on` running on this thread, if any.
@@ -157,6 +182,7 @@ pub(crate) fn block_on<F: Future>(
             busy += 1;
             if busy >= IO_EVERY {
                 busy = 0;
+                let _delivering = Delivering::enter();
                 io.turn(Some(Duration::ZERO), who, JustLook);
             }
             continue;
@@ -218,6 +244,7 @@ fn run_in_async_io<F: Future>(
 /// Wake the timers due now; the next deadline.
 fn fire_timers(reactor: &Reactor) -> Option<Instant> {
     reactor.timers.next_deadline()?;
+    let _delivering = Delivering::enter();
     reactor.timers.fire(Instant::now())
 }
 
@@ -270,7 +297,11 @@ fn park_on_io(parker: &Parker, io: &Arc<Driver>, who: Waiter, deadline: Option<I
     if !start_waiting(parker, WAITING_IO) {
         return;
     }
-    if io.turn(timeout, who, parker) {
+    let turned = {
+        let _delivering = Delivering::enter();
+        io.turn(timeout, who, parker)
+    };
+    if turned {
         return;
     }
     // Another thread waits on the poller (or a worker wants to): park instead.
