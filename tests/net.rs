@@ -722,3 +722,196 @@ fn wait_taken_over_child() {
     }
     println!("reports: {reports:?}");
 }
+
+/// A peer sends "hello", one byte of TCP urgent data (`MSG_OOB`), then "world". Linux ends a
+/// read at the urgent mark: the first read gives "hello", shorter than asked, with "world"
+/// queued behind it, and a short read was taken to mean the socket was drained, so the next
+/// read waited for an event that never came. The peer keeps the connection open until the
+/// reader has everything: a stall is a hang, which the watchdog fails.
+#[test]
+#[cfg(target_os = "linux")]
+fn bytes_queued_behind_urgent_data_are_read() {
+    let got = finishes_within(LIMIT, || {
+        runner::run(async {
+            let (listener, addr) = listen().await;
+            let (done, wait_done) = std::sync::mpsc::channel::<()>();
+            let peer = std::thread::spawn(move || {
+                use std::os::fd::AsRawFd;
+                let mut c = std::net::TcpStream::connect(addr).unwrap();
+                c.set_nodelay(true).unwrap();
+                std::io::Write::write_all(&mut c, b"hello").unwrap();
+                // SAFETY: sends one byte from a live buffer on an open socket.
+                #[allow(unsafe_code)]
+                let sent =
+                    unsafe { libc::send(c.as_raw_fd(), b"!".as_ptr().cast(), 1, libc::MSG_OOB) };
+                assert_eq!(sent, 1);
+                std::io::Write::write_all(&mut c, b"world").unwrap();
+                let _ = wait_done.recv();
+            });
+            let (mut s, _) = listener.accept().await.unwrap();
+            // Everything has arrived before the first read.
+            runner::sleep(Duration::from_millis(100)).await;
+            let mut got = [0; 10];
+            s.read_exact(&mut got).await.unwrap();
+            done.send(()).unwrap();
+            peer.join().unwrap();
+            got
+        })
+        .unwrap()
+    });
+    assert_eq!(&got, b"helloworld");
+}
+
+/// A Unix stream peer sends "abc" with a descriptor attached (`SCM_RIGHTS`), then "def": Linux
+/// ends a read after a message that carried descriptors, with "def" queued, and no event says
+/// so. The read of "def" must not wait (a hang, which the watchdog fails).
+#[test]
+#[cfg(target_os = "linux")]
+fn bytes_queued_behind_a_message_carrying_descriptors_are_read() {
+    let got = finishes_within(LIMIT, || {
+        runner::run(async {
+            let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+            let (done, wait_done) = std::sync::mpsc::channel::<()>();
+            let peer = std::thread::spawn(move || {
+                send_with_descriptor(&a, b"abc");
+                std::io::Write::write_all(&mut &a, b"def").unwrap();
+                let _ = wait_done.recv();
+            });
+            let mut s = runner::net::UnixStream::from_std(b).unwrap();
+            runner::sleep(Duration::from_millis(100)).await;
+            let mut got = [0; 6];
+            s.read_exact(&mut got).await.unwrap();
+            done.send(()).unwrap();
+            peer.join().unwrap();
+            got
+        })
+        .unwrap()
+    });
+    assert_eq!(&got, b"abcdef");
+}
+
+/// `sendmsg` of `data` with stdin's descriptor attached.
+#[cfg(target_os = "linux")]
+fn send_with_descriptor(sock: &std::os::unix::net::UnixStream, data: &[u8]) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a zeroed msghdr pointing at live buffers: the data, and a control buffer sized
+    // with CMSG_SPACE for one descriptor, filled through CMSG_FIRSTHDR/CMSG_DATA.
+    #[allow(unsafe_code)]
+    unsafe {
+        let mut iov = libc::iovec {
+            iov_base: data.as_ptr() as *mut libc::c_void,
+            iov_len: data.len(),
+        };
+        let space = libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) as usize;
+        let mut control = vec![0u8; space];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as _;
+        let fd: libc::c_int = 0;
+        std::ptr::copy_nonoverlapping(
+            &fd as *const libc::c_int as *const u8,
+            libc::CMSG_DATA(cmsg),
+            std::mem::size_of::<libc::c_int>(),
+        );
+        let sent = libc::sendmsg(sock.as_raw_fd(), &msg, 0);
+        assert_eq!(sent, data.len() as isize);
+    }
+}
+
+/// Many tasks accept on one listener at once (each `accept` waits in a list of its own, not
+/// in the one slot of `poll_accept`): every connection is accepted, by as many tasks.
+#[test]
+fn tasks_accepting_on_one_listener_at_once_each_get_a_connection() {
+    let accepted = finishes_within(LIMIT, || {
+        runner::run(async {
+            let (listener, addr) = listen().await;
+            let listener = std::rc::Rc::new(listener);
+            let acceptors: Vec<_> = (0..8)
+                .map(|_| {
+                    let listener = listener.clone();
+                    runner::spawn(async move { listener.accept().await.map(|_| 1).unwrap() })
+                })
+                .collect();
+            runner::yield_now().await;
+            let mut clients = Vec::new();
+            for _ in 0..8 {
+                clients.push(TcpStream::connect(addr).await.unwrap());
+                runner::yield_now().await;
+            }
+            let mut accepted = 0;
+            for acceptor in acceptors {
+                accepted += acceptor.await.unwrap();
+            }
+            accepted
+        })
+        .unwrap()
+    });
+    assert_eq!(accepted, 8);
+}
+
+/// Three hundred runners, each with two workers, a listener and a connection used from a pool
+/// task, in a child: every close ends with nothing reported and nothing said on stderr, and
+/// the process's descriptors and threads stay flat (counted after runner 100 and at the end).
+#[test]
+#[cfg(target_os = "linux")]
+fn runners_with_workers_and_sockets_close_cleanly_and_leave_nothing() {
+    let out = finishes_within(LIMIT, || run_child("many_runners_child", &[]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("runner:"), "{}", common::text(&out));
+    common::assert_child_printed(
+        &out,
+        &["reports: 0", "descriptors flat: true, threads flat: true"],
+    );
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+#[ignore = "run by runners_with_workers_and_sockets_close_cleanly_and_leave_nothing"]
+fn many_runners_child() {
+    fn count(dir: &str) -> usize {
+        std::fs::read_dir(dir).unwrap().count()
+    }
+    let reports = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut at100 = (0, 0);
+    for i in 0..300 {
+        let log = reports.clone();
+        let lp = runner::EventLoop::builder()
+            .workers(2)
+            .exception_handler(move |_, ctx| log.lock().unwrap().push(ctx.message().to_owned()))
+            .build();
+        let runner = Runner::builder().loop_factory(move || lp).build();
+        runner
+            .run(async {
+                let (listener, addr) = listen().await;
+                let c = TcpStream::connect(addr).await.unwrap();
+                let (s, _) = listener.accept().await.unwrap();
+                runner::spawn_send(async move {
+                    let (mut c, mut s) = (c, s);
+                    c.write_all(b"hi").await.unwrap();
+                    let mut b = [0; 2];
+                    s.read_exact(&mut b).await.unwrap();
+                })
+                .await
+                .unwrap();
+            })
+            .unwrap();
+        runner.close();
+        if i == 99 {
+            at100 = (count("/proc/self/fd"), count("/proc/self/task"));
+        }
+    }
+    let end = (count("/proc/self/fd"), count("/proc/self/task"));
+    let reports = reports.lock().unwrap().clone();
+    println!("reports: {}; first: {:?}", reports.len(), reports.first());
+    println!(
+        "descriptors flat: {}, threads flat: {}",
+        end.0 <= at100.0,
+        end.1 <= at100.1
+    );
+}

@@ -124,6 +124,8 @@ impl WorkerWaker {
 }
 
 thread_local! {
+    /// The pool this thread is a worker of, while its run lives (see [`running_local_work`]).
+    static SHARED: std::cell::RefCell<Option<Arc<Shared>>> = const { std::cell::RefCell::new(None) };
     /// Tasks being stolen, between the victim's queue and the thief's (kept: no allocation
     /// under the victim's lock).
     static STOLEN: std::cell::RefCell<Vec<Runnable>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -400,6 +402,7 @@ pin_project_lite::pin_project! {
             }
             if let Some(prev) = this.entered.take() {
                 let _ = CURRENT.try_with(|c| c.set(prev));
+                let _ = SHARED.try_with(|s| s.borrow_mut().take());
             }
         }
     }
@@ -420,6 +423,7 @@ impl<F: Future> Future for Run<'_, F> {
         };
         if this.entered.is_none() {
             *this.entered = Some(CURRENT.with(|c| c.replace(Some(current))));
+            SHARED.with(|s| *s.borrow_mut() = Some(shared.clone()));
         }
         me.waker.polled_with(cx.waker());
         CURRENT.with(|c| c.set(Some(current)));
@@ -478,6 +482,39 @@ impl<F: Future> Future for Run<'_, F> {
         cx.waker().wake_by_ref();
         Poll::Pending
     }
+}
+
+/// This thread's worker is about to poll work of its own (a task pinned to it, a cleanup, a
+/// mailbox job: `worker_local`) while its run sleeps: it is not idle meanwhile. Counted asleep,
+/// or woken to look for work, it is not any more (another worker is woken in its place), and its
+/// run is polled again once that work has yielded.
+pub(crate) fn running_local_work() {
+    let Some(current) = CURRENT.try_with(Cell::get).ok().flatten() else {
+        return;
+    };
+    if !current.waiting {
+        return;
+    }
+    CURRENT.with(|c| {
+        c.set(Some(Current {
+            waiting: false,
+            ..current
+        }))
+    });
+    let _ = SHARED.try_with(|s| {
+        let Some(shared) = &*s.borrow() else {
+            return;
+        };
+        let me = &shared.workers[current.index];
+        if me.asleep.swap(false, Ordering::SeqCst) {
+            shared.sleeping.fetch_sub(1, Ordering::SeqCst);
+        }
+        if me.told_to_search.swap(false, Ordering::SeqCst) {
+            shared.searching.fetch_sub(1, Ordering::SeqCst);
+            shared.wake_one();
+        }
+        me.waker.wake();
+    });
 }
 
 fn stop_searching(shared: &Shared, searching: &mut bool) {

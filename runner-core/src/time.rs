@@ -12,10 +12,11 @@
 //! .unwrap();
 //! ```
 //!
-//! A sleep's deadline is kept by the loop it first waits on (its reactor's timers, `driver`),
-//! whichever thread of the loop polls it later, and the loop's threads fold the earliest deadline
-//! into their wait for I/O. A sleep first polled outside any loop falls back to an
-//! `async_io::Timer`.
+//! A sleep's deadline is kept by the loop it waits on (its reactor's timers, `driver`), whichever
+//! thread of the loop polls it, and the loop's threads fold the earliest deadline into their
+//! wait for I/O. A sleep polled outside any loop falls back to an `async_io::Timer`. A sleep
+//! polled by another loop than the one it waited on before (or outside any loop) moves there:
+//! the first loop may be closed, or not running.
 
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
@@ -105,8 +106,18 @@ impl Future for Sleep {
         }
         let deadline = self.deadline;
         match &mut self.timer {
-            Timer::Set(home, key) => home.reactor().timers.update(*key, cx.waker()),
-            Timer::AsyncIo(timer) => return Pin::new(timer).poll(cx).map(|_| ()),
+            Timer::Set(home, key) if driver::is_current(home) => {
+                home.reactor().timers.update(*key, cx.waker())
+            }
+            Timer::AsyncIo(timer) if driver::current().is_none() => {
+                return Pin::new(timer).poll(cx).map(|_| ())
+            }
+            Timer::Set(..) | Timer::AsyncIo(_) => {
+                // Polled elsewhere than where it waits: wait here instead.
+                self.cancel();
+                self.timer = Timer::Unset;
+                return self.poll(cx);
+            }
             Timer::Unset => {
                 self.timer = match driver::current() {
                     Some(home) => {

@@ -69,3 +69,8 @@ pub(crate) trait ReactorHome: Send + Sync {
 pub(crate) fn current() -> Option<Arc<dyn ReactorHome>> {
     park::current()
 }
+
+/// True if `home` is the reactor of the loop running on this thread.
+pub(crate) fn is_current(home: &Arc<dyn ReactorHome>) -> bool {
+    park::is_current(home)
+}

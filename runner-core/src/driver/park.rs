@@ -111,6 +111,17 @@ pub(crate) fn current() -> Option<Arc<dyn ReactorHome>> {
     CURRENT.try_with(|c| c.borrow().clone()).ok().flatten()
 }
 
+/// True if `home` is the reactor of the `block_on` running on this thread.
+pub(crate) fn is_current(home: &Arc<dyn ReactorHome>) -> bool {
+    CURRENT
+        .try_with(|c| {
+            c.borrow()
+                .as_ref()
+                .is_some_and(|current| std::ptr::addr_eq(Arc::as_ptr(current), Arc::as_ptr(home)))
+        })
+        .unwrap_or(false)
+}
+
 /// Makes a reactor current for a `block_on`; puts the previous one back on drop.
 struct Enter(Option<Arc<dyn ReactorHome>>);
 

@@ -34,6 +34,8 @@ pub(crate) struct Ready {
     pub(crate) writable: bool,
     /// The peer shut down its side: reads give the end of the stream from now on.
     pub(crate) read_closed: bool,
+    /// Urgent (out-of-band) data came: a read stops short at its mark with data still queued.
+    pub(crate) urgent: bool,
     /// An error or hang-up: every direction is ready for good (the next operation says what
     /// happened).
     pub(crate) closed: bool,
@@ -202,6 +204,7 @@ mod linux {
             readable: flags.intersects(F::IN | F::PRI),
             writable: flags.intersects(F::OUT),
             read_closed: flags.intersects(F::RDHUP),
+            urgent: flags.intersects(F::PRI),
             closed,
         }
     }
@@ -298,6 +301,7 @@ mod portable {
                     readable: ev.readable,
                     writable: ev.writable,
                     read_closed: false,
+                    urgent: false,
                     closed,
                 });
             }

@@ -49,7 +49,7 @@ async fn finish<T: crate::driver::poller::IoSource>(
     io: &Registered<T>,
     error: impl Fn(&T) -> io::Result<Option<io::Error>>,
 ) -> io::Result<()> {
-    std::future::poll_fn(|cx| io.poll_ready(Direction::Write, cx)).await?;
+    io.ready(Direction::Write).await?;
     match error(io.get_ref())? {
         Some(err) => Err(err),
         None => Ok(()),

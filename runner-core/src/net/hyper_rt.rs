@@ -10,7 +10,6 @@
 use std::io;
 use std::task::{Context as Cx, Poll};
 
-use crate::driver::poller::SHORT_READ_DRAINS;
 use crate::driver::source::Direction;
 use crate::net::registered::Registered;
 use crate::net::stream::StdStream;
@@ -30,7 +29,7 @@ where
         Direction::Read,
         cx,
         |s| read_into(s, &mut buf),
-        |&n| SHORT_READ_DRAINS && n > 0 && n < len,
+        |&n| T::SHORT_READ_DRAINS && n > 0 && n < len,
     )
     .map_ok(|_| ())
 }

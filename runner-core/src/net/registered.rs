@@ -12,7 +12,7 @@ use std::task::{Context as Cx, Poll};
 use crate::driver;
 use crate::driver::io::Driver;
 use crate::driver::poller::IoSource;
-use crate::driver::source::{Direction, Source};
+use crate::driver::source::{Direction, Source, Wait};
 
 /// See the module documentation.
 pub(crate) struct Registered<T: IoSource> {
@@ -73,17 +73,33 @@ impl<T: IoSource> Registered<T> {
     }
 
     /// Run `op` when `direction` is ready, until it does not return `WouldBlock`. `short` says
-    /// whether a result means the socket is drained (a read shorter than its buffer).
+    /// whether a result means the socket is drained (a read shorter than its buffer). For the
+    /// `poll_*` methods: the task waits in the direction's slot (`Wait::Slot`).
     pub(crate) fn poll_io<R>(
         &self,
         direction: Direction,
+        cx: &mut Cx<'_>,
+        op: impl FnMut(&T) -> io::Result<R>,
+        short: impl Fn(&R) -> bool,
+    ) -> Poll<io::Result<R>> {
+        self.poll_io_waiting(direction, Wait::Slot, cx, op, short)
+    }
+
+    fn poll_io_waiting<R>(
+        &self,
+        direction: Direction,
+        mut wait: Wait<'_>,
         cx: &mut Cx<'_>,
         mut op: impl FnMut(&T) -> io::Result<R>,
         short: impl Fn(&R) -> bool,
     ) -> Poll<io::Result<R>> {
         let io = self.get_ref();
         loop {
-            let event = match self.source.poll_ready(direction, cx) {
+            let wait_now = match &mut wait {
+                Wait::Slot => Wait::Slot,
+                Wait::Keyed(key) => Wait::Keyed(key),
+            };
+            let event = match self.source.poll_ready(direction, wait_now, cx) {
                 Poll::Ready(event) => event,
                 Poll::Pending => {
                     self.driver.rearm(&self.source, io);
@@ -99,7 +115,7 @@ impl<T: IoSource> Registered<T> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Ok(done) => {
                     if short(&done) {
-                        self.source.clear(event);
+                        self.source.clear_drained(event);
                     }
                     return Poll::Ready(Ok(done));
                 }
@@ -108,24 +124,63 @@ impl<T: IoSource> Registered<T> {
         }
     }
 
-    /// [`poll_io`](Self::poll_io) as a future.
+    /// Run `op` when `direction` is ready, as a future: any number may wait at once, and one
+    /// dropped before it is done leaves nothing behind.
     pub(crate) async fn io<R>(
         &self,
         direction: Direction,
         mut op: impl FnMut(&T) -> io::Result<R>,
     ) -> io::Result<R> {
-        poll_fn(|cx| self.poll_io(direction, cx, &mut op, |_| false)).await
+        let mut waiting = Waiting::new(&self.source, direction);
+        poll_fn(|cx| {
+            let key = &mut waiting.key;
+            self.poll_io_waiting(direction, Wait::Keyed(key), cx, &mut op, |_| false)
+        })
+        .await
     }
 
-    /// Wait until the driver has seen `direction` ready.
-    pub(crate) fn poll_ready(&self, direction: Direction, cx: &mut Cx<'_>) -> Poll<io::Result<()>> {
-        match self.source.poll_ready(direction, cx) {
-            Poll::Ready(event) if event.is_shutdown => Poll::Ready(Err(closed())),
-            Poll::Ready(_) => Poll::Ready(Ok(())),
-            Poll::Pending => {
-                self.driver.rearm(&self.source, self.get_ref());
-                Poll::Pending
+    /// Wait until the driver has seen `direction` ready, as a future (see [`io`](Self::io)).
+    pub(crate) async fn ready(&self, direction: Direction) -> io::Result<()> {
+        let mut waiting = Waiting::new(&self.source, direction);
+        poll_fn(|cx| {
+            match self
+                .source
+                .poll_ready(direction, Wait::Keyed(&mut waiting.key), cx)
+            {
+                Poll::Ready(event) if event.is_shutdown => Poll::Ready(Err(closed())),
+                Poll::Ready(_) => Poll::Ready(Ok(())),
+                Poll::Pending => {
+                    self.driver.rearm(&self.source, self.get_ref());
+                    Poll::Pending
+                }
             }
+        })
+        .await
+    }
+}
+
+/// A future's place among the tasks waiting for a direction of a source: given up when the
+/// future is dropped.
+struct Waiting<'a> {
+    source: &'a Source,
+    direction: Direction,
+    key: Option<u64>,
+}
+
+impl<'a> Waiting<'a> {
+    fn new(source: &'a Source, direction: Direction) -> Waiting<'a> {
+        Waiting {
+            source,
+            direction,
+            key: None,
+        }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key {
+            self.source.forget(self.direction, key);
         }
     }
 }

@@ -13,12 +13,20 @@ pub(crate) trait StdStream: IoSource + Send + Sync + 'static
 where
     for<'a> &'a Self: Read + Write,
 {
+    /// A read shorter than its buffer means the socket is drained (see `SHORT_READ_DRAINS`).
+    const SHORT_READ_DRAINS: bool;
 }
 
-impl StdStream for std::net::TcpStream {}
+impl StdStream for std::net::TcpStream {
+    const SHORT_READ_DRAINS: bool = SHORT_READ_DRAINS;
+}
 
+/// Not on a Unix stream: a read stops short after a message that carried descriptors, with
+/// data queued behind it, and no event says so.
 #[cfg(unix)]
-impl StdStream for std::os::unix::net::UnixStream {}
+impl StdStream for std::os::unix::net::UnixStream {
+    const SHORT_READ_DRAINS: bool = false;
+}
 
 /// Read into `buf`. A read shorter than `buf` means the socket is drained: its readiness is
 /// cleared, so that the next read waits for data instead of failing with `WouldBlock` first.
@@ -35,7 +43,7 @@ where
         Direction::Read,
         cx,
         |s| (&*s).read(buf),
-        |&n| SHORT_READ_DRAINS && n > 0 && n < len,
+        |&n| T::SHORT_READ_DRAINS && n > 0 && n < len,
     )
 }
 

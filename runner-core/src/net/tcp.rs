@@ -46,12 +46,15 @@ impl TcpListener {
         TcpListener::from_std(listener)
     }
 
-    /// Accept a connection: the stream and the peer's address.
+    /// Accept a connection: the stream and the peer's address. Any number of tasks may wait
+    /// to accept at once.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        std::future::poll_fn(|cx| self.poll_accept(cx)).await
+        let (stream, peer) = self.io.io(Direction::Read, |l| l.accept()).await?;
+        Ok((TcpStream::from_std(stream)?, peer))
     }
 
-    /// Poll for a connection (see [`accept`](Self::accept)).
+    /// Poll for a connection (see [`accept`](Self::accept)). Of the tasks polling at once, the
+    /// last one is woken, as `futures-io`'s `poll_*` methods do.
     pub fn poll_accept(
         &self,
         cx: &mut std::task::Context<'_>,
@@ -174,12 +177,12 @@ impl TcpStream {
 
     /// Wait until the stream is readable.
     pub async fn readable(&self) -> io::Result<()> {
-        std::future::poll_fn(|cx| self.io.poll_ready(Direction::Read, cx)).await
+        self.io.ready(Direction::Read).await
     }
 
     /// Wait until the stream is writable.
     pub async fn writable(&self) -> io::Result<()> {
-        std::future::poll_fn(|cx| self.io.poll_ready(Direction::Write, cx)).await
+        self.io.ready(Direction::Write).await
     }
 
     /// Take a std stream (made non-blocking here) to the running loop's driver.

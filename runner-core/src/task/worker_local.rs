@@ -190,7 +190,13 @@ impl WorkerLocal {
         let counted = Counted(self.clone());
         self.executor.spawn(async move {
             let _counted = counted;
-            fut.await
+            let mut fut = std::pin::pin!(fut);
+            poll_fn(|cx| {
+                // The worker is busy with it: the pool must not count on it meanwhile.
+                crate::pool::running_local_work();
+                fut.as_mut().poll(cx)
+            })
+            .await
         })
     }
 
