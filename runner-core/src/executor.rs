@@ -43,6 +43,9 @@ pub(crate) struct Executor {
     remote: Arc<Remote>,
     /// The local queue while the executor is not running (tasks carry over between runs).
     parked: RefCell<VecDeque<Runnable>>,
+    /// `close` has torn the tasks down for good: the cross-thread queue refuses runnables
+    /// since (`Remote::tear_down`), so a later close (the drop's) need not lock it again.
+    torn_down: Cell<bool>,
 }
 
 thread_local! {
@@ -82,6 +85,7 @@ impl Executor {
         Executor {
             remote: Remote::new(),
             parked: RefCell::default(),
+            torn_down: Cell::new(false),
         }
     }
 
@@ -186,7 +190,10 @@ impl Executor {
             if parked.is_empty() && woken.is_empty() {
                 if all_dropped() || !self.remote.wait_for_push(IN_FLIGHT_WAIT) {
                     // For good: what arrives from now on is dropped on arrival (`Remote::push`).
-                    let late = self.remote.tear_down();
+                    let late = match self.torn_down.replace(true) {
+                        true => Vec::new(),
+                        false => self.remote.tear_down(),
+                    };
                     if !late.is_empty() {
                         for runnable in late {
                             drop(runnable);

@@ -62,6 +62,15 @@ pub(crate) struct Remote {
     reports_closed: AtomicBool,
     /// Close is cancelling the loop's tasks (steps 1 and 2 of R2).
     closing: AtomicBool,
+    /// Jobs may be waiting in `queue`: set under its lock by `post`, cleared by the take that
+    /// empties them. Read without the lock, so that asking costs a lock only when one came.
+    jobs_posted: AtomicBool,
+    /// A report has been posted to `queue` at least once (set under its lock, before the
+    /// report is pushed). Read without the lock for the same reason.
+    reports_posted: AtomicBool,
+    /// A task has been noted in `off_loop` at least once (set before its lock is taken): a loop
+    /// without workers never takes that lock.
+    off_loop_used: AtomicBool,
     /// The loop's tasks that run on other threads (the worker pool's), for close to cancel.
     off_loop: Mutex<Pruned<TaskRef>>,
     /// Tasks spawned while close cancels, for its next round, and who to wake for them.
@@ -103,6 +112,9 @@ impl Remote {
             jobs_closed: AtomicBool::new(false),
             reports_closed: AtomicBool::new(false),
             closing: AtomicBool::new(false),
+            jobs_posted: AtomicBool::new(false),
+            reports_posted: AtomicBool::new(false),
+            off_loop_used: AtomicBool::new(false),
             off_loop: Mutex::new(Pruned::new()),
             spawned_in_close: Mutex::default(),
             reactor: Reactor::new(),
@@ -243,6 +255,7 @@ impl Post for Remote {
                 return Err(job);
             }
             queue.jobs.push_back(job);
+            self.jobs_posted.store(true, Ordering::Release);
             queue.driver.clone()
         };
         if let Some(driver) = driver {
@@ -254,7 +267,11 @@ impl Post for Remote {
     fn report(&self, ctx: ExceptionContext) -> Result<(), ExceptionContext> {
         let driver = {
             let mut queue = self.lock();
-            if self.reports_closed.load(Ordering::Acquire) {
+            // Marked before `reports_closed` is read, and that read is SeqCst as is close's
+            // store and its read of this mark (`Inbox::close_reports`): either close sees the mark and
+            // takes the lock (so it sees the report), or this sees the loop closed.
+            self.reports_posted.store(true, Ordering::SeqCst);
+            if self.reports_closed.load(Ordering::SeqCst) {
                 return Err(ctx);
             }
             queue.reports.push_back(ctx);
@@ -366,16 +383,23 @@ impl Inbox {
         let n = queue.jobs.len().min(max);
         let jobs = queue.jobs.drain(..n).collect();
         let reports = queue.reports.drain(..).collect();
-        (jobs, reports, !queue.jobs.is_empty())
+        let more = !queue.jobs.is_empty();
+        self.0.jobs_posted.store(more, Ordering::Relaxed);
+        (jobs, reports, more)
     }
 
     /// Refuse jobs from now on, and refuse the queued ones (see `Delivery`): a user's callback
     /// is dropped, as Python drops a closed loop's pending callbacks; runner's own answer or say
     /// what they could not do. The driver's waker, so that close can reach the driver task.
+    /// Once closed, nothing is queued any more and the driver's waker is gone: no lock.
     pub(crate) fn close_jobs(&self) -> Option<Waker> {
+        if self.is_closed() {
+            return None;
+        }
         let (jobs, driver) = {
             let mut queue = self.0.lock();
             self.0.jobs_closed.store(true, Ordering::Release);
+            self.0.jobs_posted.store(false, Ordering::Relaxed);
             (std::mem::take(&mut queue.jobs), queue.driver.take())
         };
         // Outside the lock: a job may own a task whose destructors post more jobs.
@@ -387,17 +411,22 @@ impl Inbox {
 
     /// True if jobs wait to be run: close runs the loop for them (a cleanup sent home).
     pub(crate) fn has_jobs(&self) -> bool {
-        !self.0.lock().jobs.is_empty()
+        self.0.jobs_posted.load(Ordering::Acquire) && !self.0.lock().jobs.is_empty()
     }
 
-    /// The reports queued for the loop's handler, taken; with `close`, reports are refused
-    /// from now on (their makers write them to stderr). Close delivers these before it returns.
-    pub(crate) fn take_reports(&self, close: bool) -> Vec<ExceptionContext> {
-        let mut queue = self.0.lock();
-        if close {
-            self.0.reports_closed.store(true, Ordering::Release);
+    /// The reports queued for the loop's handler, taken, and reports refused from now on (their
+    /// makers write them to stderr). Close delivers these before it returns.
+    ///
+    /// No lock when no report was ever posted, the common case (see `Remote::report`), nor
+    /// once closed (taken then, refused since).
+    pub(crate) fn close_reports(&self) -> Vec<ExceptionContext> {
+        if self.0.reports_closed.load(Ordering::Acquire)
+            || self.0.reports_closed.swap(true, Ordering::SeqCst)
+            || !self.0.reports_posted.load(Ordering::SeqCst)
+        {
+            return Vec::new();
         }
-        queue.reports.drain(..).collect()
+        self.0.lock().reports.drain(..).collect()
     }
 
     /// Close is cancelling the loop's tasks (or has stopped): tasks spawned meanwhile are
@@ -418,6 +447,7 @@ impl Inbox {
     /// `task` runs on another thread (a pool task, or a task pinned on a worker): close cancels
     /// it with the loop's own. Noted for close's next round if close is cancelling.
     pub(crate) fn track_off_loop(&self, task: &TaskRef) {
+        self.0.off_loop_used.store(true, Ordering::Release);
         lock(&self.0.off_loop).push(task.clone(), |t| !t.is_finished());
         // After the push: a close that began meanwhile either saw the task in its snapshot or
         // is seen here (the lock orders the two).
@@ -427,12 +457,18 @@ impl Inbox {
     /// Let go of the loop's tasks on other threads (close has stopped the pool). Their headers
     /// hold this queue: kept, they would keep each other alive.
     pub(crate) fn forget_off_loop(&self) {
+        if !self.0.off_loop_used.load(Ordering::Acquire) {
+            return;
+        }
         let tasks = lock(&self.0.off_loop).take();
         drop(tasks);
     }
 
     /// The loop's unfinished tasks that run on other threads.
     pub(crate) fn off_loop_pending(&self) -> Vec<TaskRef> {
+        if !self.0.off_loop_used.load(Ordering::Acquire) {
+            return Vec::new();
+        }
         let mut tasks = lock(&self.0.off_loop);
         tasks.sweep(|t| !t.is_finished());
         tasks.iter().cloned().collect()
@@ -467,5 +503,51 @@ impl Inbox {
     #[inline]
     pub(crate) fn is_closed(&self) -> bool {
         self.0.jobs_closed.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A report posted from another thread while close takes the last ones is either taken by
+    /// close or refused to its maker (who writes it to stderr), never left in the queue: close
+    /// takes no lock when no report was posted, and the order of the marks is what keeps that
+    /// honest. The closer follows the reporter from loop to loop, closing each just as the
+    /// report on it starts, so that the two meet inside `report` often.
+    #[test]
+    fn a_report_racing_close_is_taken_or_refused_never_lost() {
+        const LOOPS: usize = 20_000;
+        let inboxes: Arc<Vec<Inbox>> =
+            Arc::new((0..LOOPS).map(|_| Inbox::new(Remote::new())).collect());
+        // The loop the reporter is about to report to, plus one (0: not started).
+        let at = Arc::new(AtomicUsize::new(0));
+        let reporter = {
+            let (inboxes, at) = (inboxes.clone(), at.clone());
+            thread::spawn(move || {
+                let mut queued = Vec::with_capacity(LOOPS);
+                for (i, inbox) in inboxes.iter().enumerate() {
+                    at.store(i + 1, Ordering::SeqCst);
+                    queued.push(inbox.0.report(ExceptionContext::new("late")).is_ok());
+                }
+                queued
+            })
+        };
+        let mut taken = Vec::with_capacity(LOOPS);
+        for (i, inbox) in inboxes.iter().enumerate() {
+            while at.load(Ordering::SeqCst) <= i {
+                std::hint::spin_loop();
+            }
+            taken.push(inbox.close_reports().len());
+        }
+        let queued = reporter.join().expect("reporter");
+        let mut lost = 0;
+        for (i, inbox) in inboxes.iter().enumerate() {
+            let left = lock(&inbox.0.queue).reports.len();
+            assert_eq!(taken[i] + left, usize::from(queued[i]), "loop {i}");
+            lost += left;
+        }
+        assert_eq!(lost, 0, "reports left in closed loops' queues");
     }
 }

@@ -377,10 +377,10 @@ impl EventLoop {
         // longer for its workers either).
         let mut cleanups = self.inner.scope.drain_task_cleanups();
         cleanups.extend(take_orphans());
-        run_now_until(cleanups, wait.map(|w| Instant::now() + w));
+        run_now_until(cleanups, wait);
         // Reports made on other threads (about pool tasks, say) or by the teardown reach the
         // handler, not the closed loop's queue.
-        for ctx in inbox.take_reports(true) {
+        for ctx in inbox.close_reports() {
             self.call_exception_handler(ctx);
         }
     }
@@ -416,7 +416,7 @@ impl Drop for LoopInner {
         let driver = self.scope.inbox.close_jobs();
         self.drop_tasks(driver);
         self.scope.inbox.shutdown_io();
-        for ctx in self.scope.inbox.take_reports(true) {
+        for ctx in self.scope.inbox.close_reports() {
             write_to_stderr(&ctx);
         }
     }

@@ -11,7 +11,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::task::{Context as Cx, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_lite::FutureExt;
 use pin_project_lite::pin_project;
@@ -123,12 +123,14 @@ pub(crate) fn run_now(cleanups: Vec<Cleanup>) {
     run_now_until(cleanups, None);
 }
 
-/// With no loop left to run them, drive cleanups to completion on this thread, all at once, until
-/// `deadline` at most: what is left then is dropped unfinished, and named on stderr (R5.3).
-pub(crate) fn run_now_until(mut cleanups: Vec<Cleanup>, deadline: Option<Instant>) {
+/// With no loop left to run them, drive cleanups to completion on this thread, all at once, for
+/// `wait` at most: what is left then is dropped unfinished, and named on stderr (R5.3).
+pub(crate) fn run_now_until(mut cleanups: Vec<Cleanup>, wait: Option<Duration>) {
     if cleanups.is_empty() {
+        // Before the clock is read: every close gets here, most with nothing to run.
         return;
     }
+    let deadline = wait.map(|w| Instant::now() + w);
     let why = ABANDONING.try_with(|a| a.get()).unwrap_or(Abandon::No);
     if why == Abandon::No {
         let all = poll_fn(|cx| {
