@@ -70,3 +70,42 @@ fn each_addr<A: ToSocketAddrs, T>(
     }
     Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address given")))
 }
+
+/// What every socket type has, around the `Registered<$std>` in its field `io`: `from_std`,
+/// `into_std`, `get_ref`, and `Debug` as its std socket. `$what` names it in the docs.
+macro_rules! std_socket {
+    ($socket:ident, $std:ty, $what:literal) => {
+        impl $socket {
+            #[doc = concat!("Take a std ", $what, " (made non-blocking here) to the running loop's driver.")]
+            ///
+            /// # Errors
+            /// Outside a runner, or when the socket cannot be registered.
+            pub fn from_std(socket: $std) -> std::io::Result<$socket> {
+                socket.set_nonblocking(true)?;
+                Ok($socket {
+                    io: $crate::net::registered::Registered::new(socket)?,
+                })
+            }
+
+            #[doc = concat!("The std ", $what, ", deregistered (and still non-blocking).")]
+            pub fn into_std(self) -> std::io::Result<$std> {
+                Ok(self.io.into_inner())
+            }
+
+            #[doc = concat!("The std ", $what, ", for what this type does not offer.")]
+            pub fn get_ref(&self) -> &$std {
+                self.io.get_ref()
+            }
+        }
+
+        impl std::fmt::Debug for $socket {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_tuple(stringify!($socket))
+                    .field(self.io.get_ref())
+                    .finish()
+            }
+        }
+    };
+}
+
+pub(crate) use std_socket;

@@ -78,91 +78,11 @@ where
 /// on the type and on references to it, and its halves.
 macro_rules! stream_io {
     ($stream:ident, $std:ty) => {
-        impl futures_lite::io::AsyncRead for &$stream {
-            fn poll_read(
-                self: std::pin::Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-                buf: &mut [u8],
-            ) -> std::task::Poll<std::io::Result<usize>> {
-                $crate::net::stream::poll_read(&self.io, cx, buf)
-            }
-        }
-
-        impl futures_lite::io::AsyncWrite for &$stream {
-            fn poll_write(
-                self: std::pin::Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-                buf: &[u8],
-            ) -> std::task::Poll<std::io::Result<usize>> {
-                $crate::net::stream::poll_write(&self.io, cx, buf)
-            }
-
-            fn poll_write_vectored(
-                self: std::pin::Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-                bufs: &[std::io::IoSlice<'_>],
-            ) -> std::task::Poll<std::io::Result<usize>> {
-                $crate::net::stream::poll_write_vectored(&self.io, cx, bufs)
-            }
-
-            fn poll_flush(
-                self: std::pin::Pin<&mut Self>,
-                _: &mut std::task::Context<'_>,
-            ) -> std::task::Poll<std::io::Result<()>> {
-                std::task::Poll::Ready(Ok(()))
-            }
-
-            /// Shuts down the write side: the peer reads the end of the stream.
-            fn poll_close(
-                self: std::pin::Pin<&mut Self>,
-                _: &mut std::task::Context<'_>,
-            ) -> std::task::Poll<std::io::Result<()>> {
-                std::task::Poll::Ready(self.shutdown(std::net::Shutdown::Write))
-            }
-        }
-
-        impl futures_lite::io::AsyncRead for $stream {
-            fn poll_read(
-                self: std::pin::Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-                buf: &mut [u8],
-            ) -> std::task::Poll<std::io::Result<usize>> {
-                $crate::net::stream::poll_read(&self.io, cx, buf)
-            }
-        }
-
-        impl futures_lite::io::AsyncWrite for $stream {
-            fn poll_write(
-                self: std::pin::Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-                buf: &[u8],
-            ) -> std::task::Poll<std::io::Result<usize>> {
-                $crate::net::stream::poll_write(&self.io, cx, buf)
-            }
-
-            fn poll_write_vectored(
-                self: std::pin::Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-                bufs: &[std::io::IoSlice<'_>],
-            ) -> std::task::Poll<std::io::Result<usize>> {
-                $crate::net::stream::poll_write_vectored(&self.io, cx, bufs)
-            }
-
-            fn poll_flush(
-                self: std::pin::Pin<&mut Self>,
-                _: &mut std::task::Context<'_>,
-            ) -> std::task::Poll<std::io::Result<()>> {
-                std::task::Poll::Ready(Ok(()))
-            }
-
-            /// Shuts down the write side: the peer reads the end of the stream.
-            fn poll_close(
-                self: std::pin::Pin<&mut Self>,
-                _: &mut std::task::Context<'_>,
-            ) -> std::task::Poll<std::io::Result<()>> {
-                std::task::Poll::Ready(self.shutdown(std::net::Shutdown::Write))
-            }
-        }
+        // The stream and `&stream` read and write alike: two tasks may share one.
+        $crate::net::stream::io_traits!(&$stream, read, stream => stream);
+        $crate::net::stream::io_traits!(&$stream, write, stream => stream);
+        $crate::net::stream::io_traits!($stream, read, stream => stream);
+        $crate::net::stream::io_traits!($stream, write, stream => stream);
 
         impl $stream {
             /// Borrow the stream as a read half and a write half, for two tasks (or two
@@ -248,15 +168,16 @@ macro_rules! stream_io {
 
         impl std::error::Error for ReuniteError {}
 
-        $crate::net::stream::half_io!(ReadHalf<'_>, read, half => half.0);
-        $crate::net::stream::half_io!(WriteHalf<'_>, write, half => half.0);
-        $crate::net::stream::half_io!(OwnedReadHalf, read, half => &*half.0);
-        $crate::net::stream::half_io!(OwnedWriteHalf, write, half => &*half.stream);
+        $crate::net::stream::io_traits!(ReadHalf<'_>, read, half => half.0);
+        $crate::net::stream::io_traits!(WriteHalf<'_>, write, half => half.0);
+        $crate::net::stream::io_traits!(OwnedReadHalf, read, half => &*half.0);
+        $crate::net::stream::io_traits!(OwnedWriteHalf, write, half => &*half.stream);
     };
 }
 
-/// `AsyncRead` (`read`) or `AsyncWrite` (`write`) for a half, through `stream`.
-macro_rules! half_io {
+/// `AsyncRead` (`read`) or `AsyncWrite` (`write`) for a stream, a reference to one or a half,
+/// through the stream `$stream` computes from `$this`.
+macro_rules! io_traits {
     ($half:ty, read, $this:ident => $stream:expr) => {
         impl futures_lite::io::AsyncRead for $half {
             fn poll_read(
@@ -299,6 +220,7 @@ macro_rules! half_io {
                 std::task::Poll::Ready(Ok(()))
             }
 
+            /// Shuts down the write side: the peer reads the end of the stream.
             fn poll_close(
                 self: std::pin::Pin<&mut Self>,
                 _: &mut std::task::Context<'_>,
@@ -311,5 +233,5 @@ macro_rules! half_io {
     };
 }
 
-pub(crate) use half_io;
+pub(crate) use io_traits;
 pub(crate) use stream_io;

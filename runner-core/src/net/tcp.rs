@@ -1,11 +1,11 @@
 //! TCP: [`TcpListener`] and [`TcpStream`].
 
-use std::fmt;
 use std::io;
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 
 use crate::driver::source::Direction;
 use crate::net::registered::Registered;
+use crate::net::std_socket;
 use crate::net::stream::stream_io;
 use crate::net::{connect, each_addr};
 
@@ -82,36 +82,9 @@ impl TcpListener {
     pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
         self.io.get_ref().set_ttl(ttl)
     }
-
-    /// Take a std listener (made non-blocking here) to the running loop's driver.
-    ///
-    /// # Errors
-    /// Outside a runner, or when the socket cannot be registered.
-    pub fn from_std(listener: std::net::TcpListener) -> io::Result<TcpListener> {
-        listener.set_nonblocking(true)?;
-        Ok(TcpListener {
-            io: Registered::new(listener)?,
-        })
-    }
-
-    /// The std listener, deregistered (and still non-blocking).
-    pub fn into_std(self) -> io::Result<std::net::TcpListener> {
-        Ok(self.io.into_inner())
-    }
-
-    /// The std listener, for what this type does not offer.
-    pub fn get_ref(&self) -> &std::net::TcpListener {
-        self.io.get_ref()
-    }
 }
 
-impl fmt::Debug for TcpListener {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("TcpListener")
-            .field(self.io.get_ref())
-            .finish()
-    }
-}
+std_socket!(TcpListener, std::net::TcpListener, "listener");
 
 /// A TCP connection, on the loop's own I/O driver. It is `futures-io`'s `AsyncRead` and
 /// `AsyncWrite`, and so is `&TcpStream`: two tasks may read and write it at once.
@@ -184,34 +157,9 @@ impl TcpStream {
     pub async fn writable(&self) -> io::Result<()> {
         self.io.ready(Direction::Write).await
     }
-
-    /// Take a std stream (made non-blocking here) to the running loop's driver.
-    ///
-    /// # Errors
-    /// Outside a runner, or when the socket cannot be registered.
-    pub fn from_std(stream: std::net::TcpStream) -> io::Result<TcpStream> {
-        stream.set_nonblocking(true)?;
-        Ok(TcpStream {
-            io: Registered::new(stream)?,
-        })
-    }
-
-    /// The std stream, deregistered (and still non-blocking).
-    pub fn into_std(self) -> io::Result<std::net::TcpStream> {
-        Ok(self.io.into_inner())
-    }
-
-    /// The std stream, for what this type does not offer.
-    pub fn get_ref(&self) -> &std::net::TcpStream {
-        self.io.get_ref()
-    }
 }
 
-impl fmt::Debug for TcpStream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("TcpStream").field(self.io.get_ref()).finish()
-    }
-}
+std_socket!(TcpStream, std::net::TcpStream, "stream");
 
 stream_io!(TcpStream, std::net::TcpStream);
 #[cfg(feature = "hyper")]

@@ -1,12 +1,12 @@
 //! UDP: [`UdpSocket`].
 
-use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 
 use crate::driver::source::Direction;
 use crate::net::each_addr;
 use crate::net::registered::Registered;
+use crate::net::std_socket;
 
 /// A UDP socket, on the loop's own I/O driver. Its methods take `&self`, so several tasks may
 /// send and receive on one socket (in an `Arc`) at once.
@@ -120,31 +120,6 @@ impl UdpSocket {
     pub fn leave_multicast_v6(&self, group: Ipv6Addr, interface: u32) -> io::Result<()> {
         self.io.get_ref().leave_multicast_v6(&group, interface)
     }
-
-    /// Take a std socket (made non-blocking here) to the running loop's driver.
-    ///
-    /// # Errors
-    /// Outside a runner, or when the socket cannot be registered.
-    pub fn from_std(socket: std::net::UdpSocket) -> io::Result<UdpSocket> {
-        socket.set_nonblocking(true)?;
-        Ok(UdpSocket {
-            io: Registered::new(socket)?,
-        })
-    }
-
-    /// The std socket, deregistered (and still non-blocking).
-    pub fn into_std(self) -> io::Result<std::net::UdpSocket> {
-        Ok(self.io.into_inner())
-    }
-
-    /// The std socket, for what this type does not offer.
-    pub fn get_ref(&self) -> &std::net::UdpSocket {
-        self.io.get_ref()
-    }
 }
 
-impl fmt::Debug for UdpSocket {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("UdpSocket").field(self.io.get_ref()).finish()
-    }
-}
+std_socket!(UdpSocket, std::net::UdpSocket, "socket");

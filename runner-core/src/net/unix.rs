@@ -1,6 +1,5 @@
 //! Unix domain sockets: [`UnixListener`], [`UnixStream`], [`UnixDatagram`].
 
-use std::fmt;
 use std::io;
 use std::net::Shutdown;
 use std::os::unix::net::{self as std_unix, SocketAddr};
@@ -9,6 +8,7 @@ use std::path::Path;
 use crate::driver::source::Direction;
 use crate::net::connect;
 use crate::net::registered::Registered;
+use crate::net::std_socket;
 use crate::net::stream::stream_io;
 
 /// A Unix stream socket listening for connections, on the loop's own I/O driver.
@@ -32,33 +32,9 @@ impl UnixListener {
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.io.get_ref().local_addr()
     }
-
-    /// Take a std listener (made non-blocking here) to the running loop's driver.
-    pub fn from_std(listener: std_unix::UnixListener) -> io::Result<UnixListener> {
-        listener.set_nonblocking(true)?;
-        Ok(UnixListener {
-            io: Registered::new(listener)?,
-        })
-    }
-
-    /// The std listener, deregistered (and still non-blocking).
-    pub fn into_std(self) -> io::Result<std_unix::UnixListener> {
-        Ok(self.io.into_inner())
-    }
-
-    /// The std listener, for what this type does not offer.
-    pub fn get_ref(&self) -> &std_unix::UnixListener {
-        self.io.get_ref()
-    }
 }
 
-impl fmt::Debug for UnixListener {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("UnixListener")
-            .field(self.io.get_ref())
-            .finish()
-    }
-}
+std_socket!(UnixListener, std_unix::UnixListener, "listener");
 
 /// A Unix stream connection, on the loop's own I/O driver; `AsyncRead` and `AsyncWrite`, like
 /// `&UnixStream`.
@@ -94,33 +70,9 @@ impl UnixStream {
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         self.io.get_ref().shutdown(how)
     }
-
-    /// Take a std stream (made non-blocking here) to the running loop's driver.
-    pub fn from_std(stream: std_unix::UnixStream) -> io::Result<UnixStream> {
-        stream.set_nonblocking(true)?;
-        Ok(UnixStream {
-            io: Registered::new(stream)?,
-        })
-    }
-
-    /// The std stream, deregistered (and still non-blocking).
-    pub fn into_std(self) -> io::Result<std_unix::UnixStream> {
-        Ok(self.io.into_inner())
-    }
-
-    /// The std stream, for what this type does not offer.
-    pub fn get_ref(&self) -> &std_unix::UnixStream {
-        self.io.get_ref()
-    }
 }
 
-impl fmt::Debug for UnixStream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("UnixStream")
-            .field(self.io.get_ref())
-            .finish()
-    }
-}
+std_socket!(UnixStream, std_unix::UnixStream, "stream");
 
 stream_io!(UnixStream, std_unix::UnixStream);
 #[cfg(feature = "hyper")]
@@ -188,30 +140,6 @@ impl UnixDatagram {
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         self.io.get_ref().shutdown(how)
     }
-
-    /// Take a std socket (made non-blocking here) to the running loop's driver.
-    pub fn from_std(socket: std_unix::UnixDatagram) -> io::Result<UnixDatagram> {
-        socket.set_nonblocking(true)?;
-        Ok(UnixDatagram {
-            io: Registered::new(socket)?,
-        })
-    }
-
-    /// The std socket, deregistered (and still non-blocking).
-    pub fn into_std(self) -> io::Result<std_unix::UnixDatagram> {
-        Ok(self.io.into_inner())
-    }
-
-    /// The std socket, for what this type does not offer.
-    pub fn get_ref(&self) -> &std_unix::UnixDatagram {
-        self.io.get_ref()
-    }
 }
 
-impl fmt::Debug for UnixDatagram {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("UnixDatagram")
-            .field(self.io.get_ref())
-            .finish()
-    }
-}
+std_socket!(UnixDatagram, std_unix::UnixDatagram, "socket");
