@@ -1268,3 +1268,50 @@ fn a_worker_left_behind_refuses_pinned_spawns_after_close() {
     );
     assert!(!polled, "its future never ran");
 }
+
+/// A worker's thread-local values (say a connection cache a pool task filled) are dropped
+/// before close returns, not while the program goes on after it: close waits for the worker
+/// threads to finish exiting, destructors included, within its usual bound.
+#[test]
+fn a_workers_thread_locals_are_dropped_before_close_returns() {
+    struct SlowDrop(Arc<AtomicUsize>);
+    impl Drop for SlowDrop {
+        fn drop(&mut self) {
+            thread::sleep(Duration::from_millis(50));
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    thread_local! {
+        static CACHE: std::cell::RefCell<Option<SlowDrop>> = const { std::cell::RefCell::new(None) };
+    }
+    let (when_closed, later) = finishes_within(LIMIT, || {
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let d = dropped.clone();
+        Runner::builder()
+            .workers(2)
+            .run(async move {
+                // On both workers: each fills its own cache.
+                let tasks: Vec<_> = (0..2)
+                    .map(|_| {
+                        let d = d.clone();
+                        runner::spawn_send(async move {
+                            CACHE.with(|c| *c.borrow_mut() = Some(SlowDrop(d)));
+                            thread::sleep(Duration::from_millis(20));
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    task.await.unwrap();
+                }
+            })
+            .unwrap();
+        let when_closed = dropped.load(Ordering::SeqCst);
+        thread::sleep(Duration::from_millis(200));
+        (when_closed, dropped.load(Ordering::SeqCst))
+    });
+    assert!(later >= 1, "a worker filled its cache");
+    assert_eq!(
+        when_closed, later,
+        "every cache was dropped before close returned"
+    );
+}

@@ -87,10 +87,24 @@ struct Exits {
     exited: Event,
 }
 
+/// Says a worker thread has exited when dropped: at the end of the thread's life, after the
+/// destructors of its thread-local values (see `Workers::work`).
+struct ExitSignal(Arc<Exits>);
+
+impl Drop for ExitSignal {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
+        self.0.exited.notify(usize::MAX);
+    }
+}
+
 thread_local! {
     /// The pool `spawn_send` uses on this thread: set on worker threads, and on a loop's thread
     /// while that loop runs.
     static CURRENT: RefCell<Option<Arc<Workers>>> = const { RefCell::new(None) };
+    /// A worker thread's exit signal, the first of its thread-locals with a destructor, so
+    /// that its destructor runs after the others (they run in reverse order of first use).
+    static EXIT_SIGNAL: RefCell<Option<ExitSignal>> = const { RefCell::new(None) };
 }
 
 impl Workers {
@@ -137,7 +151,13 @@ impl Workers {
     /// stop; then finish those cleanups (running the pool meanwhile). The thread lets go of the
     /// pool before it says it has exited, so that what is left on the pool is dropped by the
     /// loop's close (R2.6), not a moment after it by this thread.
+    ///
+    /// The thread says it has exited only after its thread-local values are dropped (a pool
+    /// task may have left a cache in one), so that their destructors run before close returns,
+    /// within close's wait, not while the program goes on (or ends) after it.
     fn work(self: Arc<Self>, index: usize, slow: Option<Duration>) {
+        let mut exit_signal = Some(ExitSignal(self.exits.clone()));
+        let _ = EXIT_SIGNAL.try_with(|s| *s.borrow_mut() = exit_signal.take());
         scope::set_slow_poll_threshold(slow);
         // A report made here with no loop at hand (a cleanup's panic) goes to the loop.
         let _report_to = ReportTo::enter(self.inbox.owner());
@@ -162,10 +182,9 @@ impl Workers {
         bound::drop_kept();
         drop(local);
         let _ = CURRENT.try_with(|c| c.borrow_mut().take());
-        let exits = self.exits.clone();
         drop(self);
-        exits.running.fetch_sub(1, Ordering::AcqRel);
-        exits.exited.notify(usize::MAX);
+        // Here only if the thread-local could not take it.
+        drop(exit_signal);
     }
 
     /// Spawn `fut` on the pool, in a copy of the current context.
